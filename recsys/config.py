@@ -1,0 +1,300 @@
+"""Typed, frozen configuration loaded from YAML, with ``--set dotted.key=value`` overrides.
+
+Every key and its default lives here, once. Unknown keys, wrong types and impossible values fail
+fast with a one-line ``ConfigError`` that names the dotted key.
+
+>>> cfg = load_config(None, ["model.num_factors=8", "sink.path=/tmp/wh"])
+>>> cfg.model.num_factors, cfg.sink.path, cfg.model.l2_reg
+(8, '/tmp/wh', 1.0)
+>>> load_config(None, ["model.num_factor=8"])
+Traceback (most recent call last):
+...
+recsys.errors.ConfigError: unknown config key 'model.num_factor' (did you mean 'model.num_factors'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from recsys.errors import ConfigError
+
+SOURCE_FORMATS = ("ml-latest", "ml-1m", "ml-100k", "csv", "parquet")
+FEEDBACK_TYPES = ("explicit", "implicit")
+SINK_TYPES = ("local",)
+
+
+@dataclass(frozen=True)
+class RatingColumns:
+    """Column names of a generic CSV/Parquet ratings source (ignored for MovieLens formats)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str = "rating"
+    timestamp: Optional[str] = "timestamp"
+
+
+@dataclass(frozen=True)
+class MovieColumns:
+    """Column names of a generic CSV/Parquet movies source (ignored for MovieLens formats)."""
+
+    movie_id: str = "movie_id"
+    title: str = "movie_title"
+    genre: Optional[str] = "genre"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where the ratings and movies come from."""
+
+    format: str = "ml-latest"
+    ratings: Optional[str] = None
+    movies: Optional[str] = None
+    download: bool = False
+    url: Optional[str] = None
+    md5: Optional[str] = None
+    cache_dir: str = "~/.cache/recsys"
+    encoding: Optional[str] = None
+    delimiter: str = ","
+    rating_columns: RatingColumns = field(default_factory=RatingColumns)
+    movie_columns: MovieColumns = field(default_factory=MovieColumns)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Validation of ratings rows."""
+
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    max_reject_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """CREATE MODEL options, named as in BigQuery ML."""
+
+    name: str = "mf_explicit"
+    path: Optional[str] = None
+    feedback_type: str = "explicit"
+    num_factors: Optional[int] = None
+    l2_reg: float = 1.0
+    reg_param: Optional[float] = None
+    max_iterations: int = 20
+    wals_alpha: float = 40.0
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    rating_col: str = "rating"
+    seed: int = 42
+    num_blocks: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """ML.EVALUATE: which table to score (None = the training data)."""
+
+    input: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """ML.RECOMMEND and the top-k table."""
+
+    input: Optional[str] = None
+    top_k: int = 5
+    exclude_rated: bool = False
+    write_all_pairs: bool = True
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Where output tables go."""
+
+    type: str = "local"
+    path: str = "warehouse"
+    dataset: str = "bqml_tutorial"
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Session settings; ``conf`` is passed to the builder verbatim."""
+
+    master: Optional[str] = None
+    app_name: str = "recsys"
+    log_level: str = "WARN"
+    checkpoint_dir: Optional[str] = None
+    conf: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole job configuration."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+
+def load_config(path: Optional[str], overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML file (or start from defaults when ``path`` is None) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path}{where}: invalid YAML: {problem}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+    for item in overrides:
+        _apply_override(raw, item)
+    cfg = _build(Config, raw, "")
+    _validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain-dict view of a config object, for logging and model metadata."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (Mapping, dict, typing.Mapping) or tp is Mapping:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return types.MappingProxyType({str(k): _scalar_str(v) for k, v in value.items()})
+    if value is None:
+        raise ConfigError(f"config key '{key}' must not be empty")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
+
+
+def _scalar_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _validate(cfg: Config) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    src, ing, mod, rec = cfg.source, cfg.ingest, cfg.model, cfg.recommend
+    need(src.format in SOURCE_FORMATS,
+         f"source.format must be one of {', '.join(SOURCE_FORMATS)}, got {src.format!r}")
+    need(src.download or src.ratings is not None,
+         "source.ratings is required unless source.download is true")
+    need(not src.download or src.format in ("ml-1m", "ml-100k") or src.url is not None,
+         f"source.download needs source.url for format {src.format!r}")
+    need(len(src.delimiter) == 1, f"source.delimiter must be one character, got {src.delimiter!r}")
+    need(ing.rating_min < ing.rating_max,
+         f"ingest.rating_min ({ing.rating_min}) must be below ingest.rating_max ({ing.rating_max})")
+    need(0.0 <= ing.max_reject_fraction <= 1.0,
+         f"ingest.max_reject_fraction must be between 0 and 1, got {ing.max_reject_fraction}")
+    need(mod.feedback_type in FEEDBACK_TYPES,
+         f"model.feedback_type must be one of {', '.join(FEEDBACK_TYPES)}, got {mod.feedback_type!r}")
+    need(mod.num_factors is None or 2 <= mod.num_factors <= 200,
+         f"model.num_factors must be between 2 and 200, got {mod.num_factors}")
+    need(mod.l2_reg > 0, f"model.l2_reg must be > 0, got {mod.l2_reg}")
+    need(mod.reg_param is None or mod.reg_param >= 0,
+         f"model.reg_param must be >= 0, got {mod.reg_param}")
+    need(mod.max_iterations >= 1, f"model.max_iterations must be >= 1, got {mod.max_iterations}")
+    need(mod.wals_alpha >= 0, f"model.wals_alpha must be >= 0, got {mod.wals_alpha}")
+    need(mod.num_blocks is None or mod.num_blocks >= 1,
+         f"model.num_blocks must be >= 1, got {mod.num_blocks}")
+    need(rec.top_k >= 1, f"recommend.top_k must be >= 1, got {rec.top_k}")
+    need(cfg.sink.type in SINK_TYPES,
+         f"sink.type must be one of {', '.join(SINK_TYPES)}, got {cfg.sink.type!r}")
+    for key, value in (("sink.dataset", cfg.sink.dataset), ("model.name", mod.name)):
+        need(_is_identifier(value),
+             f"{key} must be letters, digits and underscores (at most 1024), got {value!r}")
+    for key, value in (("model.user_col", mod.user_col), ("model.item_col", mod.item_col),
+                       ("model.rating_col", mod.rating_col)):
+        need(_is_identifier(value), f"{key} must be a column name, got {value!r}")
+
+
+def _is_identifier(value: str) -> bool:
+    return 0 < len(value) <= 1024 and all(c.isascii() and (c.isalnum() or c == "_") for c in value)

@@ -1,0 +1,209 @@
+"""The jobs: ingest, train, evaluate, recommend, and all four in one application (pipeline).
+
+Each ``run_*`` function takes a SparkSession and a ``Config``, reads and writes tables through the
+configured sink, and returns a ``Report`` for the job runner to print.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from pyspark.sql import DataFrame, SparkSession
+
+from recsys import ingest as ingest_stage
+from recsys import metrics as metrics_stage
+from recsys import model as model_stage
+from recsys import recommend as recommend_stage
+from recsys import schemas
+from recsys.config import Config
+from recsys.sinks import LocalWarehouse, make_sink, resolve_table
+
+SAMPLE_USERS = 3
+
+
+@dataclass
+class Report:
+    """What a job did, for people: counts, metrics, timings, sample recommendations."""
+
+    job: str
+    lines: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+    metrics: Dict[str, Optional[float]] = field(default_factory=dict)
+    tables: Dict[str, str] = field(default_factory=dict)
+
+    def add(self, text: str) -> None:
+        """Append a line of the summary."""
+        self.lines.append(text)
+
+    def render(self) -> str:
+        """The summary as text."""
+        total = sum(self.timings.values())
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        return "\n".join([f"recsys {self.job}: done in {total:.1f}s ({stages})", *self.lines])
+
+
+class _Timer:
+    def __init__(self, report: Report, stage: str):
+        self.report, self.stage = report, stage
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.report.timings[self.stage] = time.perf_counter() - self.start
+        return False
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
+    """Read the source, write ratings/movies and their rejects; fail over the reject threshold."""
+    report = report or Report("ingest")
+    sink = make_sink(cfg.sink)
+    with _Timer(report, "ingest"):
+        result = ingest_stage.ingest(spark, cfg.source, cfg.ingest)
+        # Rejects are written first so that a run failing on the threshold still shows them.
+        report.tables[schemas.RATINGS_REJECTED] = sink.write(schemas.RATINGS_REJECTED,
+                                                             result.ratings_rejected)
+        if result.movies_rejected is not None:
+            report.tables[schemas.MOVIES_REJECTED] = sink.write(schemas.MOVIES_REJECTED,
+                                                                result.movies_rejected)
+        ingest_stage.check_rejects(result.ratings_stats, cfg.ingest.max_reject_fraction, "ratings")
+        if result.movies_stats is not None:
+            ingest_stage.check_rejects(result.movies_stats, cfg.ingest.max_reject_fraction,
+                                       "movies")
+        report.tables[schemas.RATINGS] = sink.write(schemas.RATINGS, result.ratings)
+        if result.movies is not None:
+            report.tables[schemas.MOVIES] = sink.write(schemas.MOVIES, result.movies)
+    stats = result.ratings_stats
+    report.add(f"  ingest     {stats.total_rows - stats.rejected_rows:,} ratings kept, "
+               f"{stats.rejected_rows:,} rejected ({stats.source_file})")
+    if result.movies_stats is not None:
+        mstats = result.movies_stats
+        report.add(f"             {mstats.total_rows - mstats.rejected_rows:,} movies kept, "
+                   f"{mstats.rejected_rows:,} rejected ({mstats.source_file})")
+    return report
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
+    """CREATE MODEL: fit ALS on the ratings table, record in-sample metrics, save the model."""
+    report = report or Report("train")
+    sink = make_sink(cfg.sink)
+    ratings = sink.read(spark, schemas.RATINGS)
+    with _Timer(report, "train"):
+        trained = model_stage.fit(ratings, cfg.model)
+    with _Timer(report, "evaluate"):
+        in_sample = _scored_metrics(trained, ratings, cfg)
+        trained = model_stage.with_training_metrics(trained, in_sample)
+    sink.save_model(cfg.model.name, lambda path: model_stage.save(trained, path))
+    opts, data = trained.options, trained.data
+    reg = (f"regParam {opts['spark_reg_param']:.4g} (from l2_reg {opts['l2_reg']:g})"
+           if opts["reg_param"] is None else f"regParam {opts['spark_reg_param']:.4g}")
+    report.add(f"  train      ALS {opts['feedback_type']}, {opts['num_factors']} factors, {reg}, "
+               f"{opts['max_iterations']} iterations on {data['n_rows']:,} ratings "
+               f"({data['n_users']:,} users x {data['n_items']:,} items)")
+    report.add(f"             model saved to {sink.model_path(cfg.model.name)}")
+    report.metrics = in_sample
+    return report
+
+
+def _scored_metrics(trained: model_stage.TrainedModel, table: DataFrame,
+                    cfg: Config) -> Dict[str, Optional[float]]:
+    m = cfg.model
+    scored = recommend_stage.recommend(trained, table, col_user=m.user_col, col_item=m.item_col,
+                                       col_rating=m.rating_col)
+    return metrics_stage.metrics_dict(metrics_stage.regression_metrics(
+        scored, col_rating=m.rating_col, col_prediction=schemas.prediction_col(m.rating_col)))
+
+
+def _load_model(sink: LocalWarehouse, cfg: Config) -> model_stage.TrainedModel:
+    return model_stage.load(sink.model_path(cfg.model.name))
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
+                 trained: Optional[model_stage.TrainedModel] = None) -> Report:
+    """ML.EVALUATE: metrics on ``evaluate.input``, or the training-time metrics without one."""
+    report = report or Report("evaluate")
+    sink = make_sink(cfg.sink)
+    trained = trained or _load_model(sink, cfg)
+    with _Timer(report, "evaluate" if "evaluate" not in report.timings else "evaluate_input"):
+        table = resolve_table(sink, spark, cfg.evaluate.input)
+        if table is None:
+            values, where = trained.training_metrics, "training data (in-sample)"
+        else:
+            values, where = _scored_metrics(trained, table, cfg), cfg.evaluate.input
+        row = spark.createDataFrame([tuple(values[n] for n in schemas.EXPLICIT_METRICS)],
+                                    schemas.EVALUATE_SCHEMA)
+        report.tables[schemas.EVALUATE] = sink.write(schemas.EVALUATE, row.coalesce(1))
+    report.metrics = dict(values)
+    report.add(f"  evaluate   on {where}:")
+    for name in schemas.EXPLICIT_METRICS:
+        value = values[name]
+        report.add(f"             {name:<24} {'NULL' if value is None else f'{value:.5f}'}")
+    return report
+
+
+# --- recommend ---------------------------------------------------------------------------------
+
+def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
+                  trained: Optional[model_stage.TrainedModel] = None) -> Report:
+    """ML.RECOMMEND into ``recommend`` and the top-k table ``recommend_top5``."""
+    report = report or Report("recommend")
+    sink = make_sink(cfg.sink)
+    trained = trained or _load_model(sink, cfg)
+    m, rec = cfg.model, cfg.recommend
+    cols = dict(col_user=m.user_col, col_item=m.item_col, col_rating=m.rating_col)
+    with _Timer(report, "recommend"):
+        predictions = recommend_stage.recommend(
+            trained, resolve_table(sink, spark, rec.input), **cols)
+        if rec.write_all_pairs:
+            report.tables[schemas.RECOMMEND] = sink.write(schemas.RECOMMEND, predictions)
+            predictions = sink.read(spark, schemas.RECOMMEND)
+    with _Timer(report, "top_k"):
+        movies = sink.read(spark, schemas.MOVIES) if sink.exists(schemas.MOVIES) else None
+        exclude = sink.read(spark, schemas.RATINGS) if rec.exclude_rated else None
+        top = recommend_stage.top_k(predictions, k=rec.top_k, movies=movies, exclude=exclude,
+                                    **cols)
+        report.tables[schemas.RECOMMEND_TOP] = sink.write(schemas.RECOMMEND_TOP, top)
+        top = sink.read(spark, schemas.RECOMMEND_TOP)
+        sample = top.orderBy(m.user_col).limit(SAMPLE_USERS).collect()
+    if rec.write_all_pairs:
+        n_pairs = predictions.count()
+        report.add(f"  recommend  {n_pairs:,} (user, item) predictions -> {schemas.RECOMMEND}")
+    report.add(f"             top {rec.top_k} per user -> {schemas.RECOMMEND_TOP}"
+               f"{' (already-rated movies left out)' if rec.exclude_rated else ''}")
+    pred_col = schemas.prediction_col(m.rating_col)
+    for row in sample:
+        report.add(f"  top {rec.top_k} for user {row[m.user_col]}:")
+        for rank, entry in enumerate(row["recommendations"], start=1):
+            title = entry["movie_title"] or f"(item {entry[m.item_col]})"
+            report.add(f"    {rank}. {_clip(title, 48):<48} {_clip(entry['genre'] or '', 28):<28} "
+                       f"{entry[pred_col]:.2f}")
+    return report
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+def run_pipeline(spark: SparkSession, cfg: Config) -> Report:
+    """ingest -> train -> evaluate -> recommend + top-k, in one Spark application."""
+    report = Report("pipeline")
+    run_ingest(spark, cfg, report)
+    run_train(spark, cfg, report)
+    sink = make_sink(cfg.sink)
+    trained = _load_model(sink, cfg)
+    run_evaluate(spark, cfg, report, trained)
+    run_recommend(spark, cfg, report, trained)
+    report.add(f"  tables in  {sink.dataset_dir}: {', '.join(sorted(report.tables))}")
+    return report
+
