@@ -3,10 +3,10 @@
 Every key and its default lives here, once. Unknown keys, wrong types and impossible values fail
 fast with a one-line ``ConfigError`` that names the dotted key.
 
->>> cfg = load_config(None, ["model.num_factors=8", "sink.path=/tmp/wh"])
+>>> cfg = load_config(None, ["source.ratings=r.csv", "model.num_factors=8", "sink.path=/tmp/wh"])
 >>> cfg.model.num_factors, cfg.sink.path, cfg.model.l2_reg
 (8, '/tmp/wh', 1.0)
->>> load_config(None, ["model.num_factor=8"])
+>>> load_config(None, ["source.ratings=r.csv", "model.num_factor=8"])
 Traceback (most recent call last):
 ...
 recsys.errors.ConfigError: unknown config key 'model.num_factor' (did you mean 'model.num_factors'?)
@@ -14,6 +14,7 @@ recsys.errors.ConfigError: unknown config key 'model.num_factor' (did you mean '
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import os
@@ -181,7 +182,7 @@ def _apply_override(raw: dict, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
-    parts = key.strip().split(".")
+    parts = _override_path(key.strip().split("."))
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -192,6 +193,23 @@ def _apply_override(raw: dict, item: str) -> None:
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         node[parts[-1]] = value
+
+
+def _override_path(parts: list) -> list:
+    """Key path of an override; below a mapping field (spark.conf) the rest is one key."""
+    cls: Any = Config
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            break
+        hints = typing.get_type_hints(cls)
+        tp = hints.get(part)
+        if tp is None:
+            break
+        if _is_mapping(tp):
+            rest = ".".join(parts[depth + 1:])
+            return parts[: depth + 1] + ([rest] if rest else [])
+        cls = tp
+    return parts
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -224,7 +242,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return _coerce(inner, value, key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".")
-    if origin in (Mapping, dict, typing.Mapping) or tp is Mapping:
+    if _is_mapping(tp):
         if value is None:
             value = {}
         if not isinstance(value, dict):
@@ -249,6 +267,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
+
+
+def _is_mapping(tp: Any) -> bool:
+    return typing.get_origin(tp) in (collections.abc.Mapping, dict)
 
 
 def _scalar_str(value: Any) -> str:

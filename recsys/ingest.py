@@ -127,6 +127,8 @@ def reject_stats(classified: DataFrame, source_file: str) -> RejectStats:
 
 def check_rejects(stats: RejectStats, max_fraction: float, what: str) -> None:
     """Fail with one line naming the file, first bad line and problem over the threshold."""
+    if stats.total_rows == 0:
+        raise InputError(f"{stats.source_file}: no {what} rows (the file is empty or only a header)")
     if stats.total_rows == stats.rejected_rows:
         detail = (f"; line {stats.first_bad_line}: {stats.first_bad_reason}"
                   if stats.first_bad_line else "")

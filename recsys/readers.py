@@ -174,7 +174,8 @@ def _parse(spark: SparkSession, lines, parser: formats.LineParser, schema: Struc
         if "\ufffd" in line:
             return empty + (number, line, "undecodable bytes (not UTF-8)")
         try:
-            return parser.parse(line) + (number, None, None)
+            # Good rows keep their text too: a duplicate is only found later, by ingest.
+            return parser.parse(line) + (number, line, None)
         except formats.BadRow as exc:
             return empty + (number, line, str(exc))
 
@@ -198,13 +199,13 @@ def _read_parquet(spark: SparkSession, path: str, columns: Sequence[Optional[str
         row, index = pair
         values = list(row)
         # Every mapped column but the last (timestamp, genre) is required.
+        raw = json.dumps(dict(zip(names, values)))
         if any(v is None for v, c in zip(values[:-1], columns[:-1]) if c is not None):
-            raw = json.dumps(dict(zip(names, values)))
             return (None,) * width + (index + 1, raw, "NULL in a required column")
         try:
-            return convert(values) + (index + 1, None, None)
+            return convert(values) + (index + 1, raw, None)
         except formats.BadRow as exc:
-            return (None,) * width + (index + 1, json.dumps(dict(zip(names, values))), str(exc))
+            return (None,) * width + (index + 1, raw, str(exc))
 
     return spark.createDataFrame(picked.rdd.zipWithIndex().map(parse_row), schema)
 

@@ -1,0 +1,118 @@
+"""Bad input: every malformed line lands in ratings_rejected with its reason and line number,
+every good line goes through, and the reject threshold fails the job with one clear line."""
+
+import pytest
+
+from recsys.config import load_config
+from recsys.errors import InputError
+from recsys.pipeline import run_ingest
+from recsys.sinks import LocalWarehouse
+
+pytestmark = pytest.mark.spark
+
+# line number -> (bytes of the line, expected reason or None for a good row)
+ML1M_LINES = [
+    (b"\xef\xbb\xbf1::10::5::978300760", None),                 # UTF-8 BOM before line 1
+    (b"1::11::3::978300761", None),
+    (b"", "empty line"),
+    (b"1::12::4", "expected 4 fields, found 3"),
+    (b"abc::12::4::978300760", "user_id is not an integer: 'abc'"),
+    (b"1::12::7::978300760", "rating 7.0 outside the scale [1, 5]"),
+    (b"1::13::0::978300760", "rating 0.0 outside the scale [1, 5]"),
+    (b"1::14::NaN::978300760", "rating is not a finite number: 'NaN'"),
+    (b"2::10::4::978300800", "duplicate (user_id, item_id) pair: line 10 is kept (latest timestamp)"),
+    (b"2::10::2::978300900", None),                              # latest of three: kept
+    (b"2::10::5::978300700", "duplicate (user_id, item_id) pair: line 10 is kept (latest timestamp)"),
+    (b"1::15::4::978300760::", "expected 4 fields, found 5"),     # trailing separator
+    (b"9223372036854775808::1::4::978300760", "user_id 9223372036854775808 is outside the INT64 range"),
+    (b"3::\xe9::4::978300760", "undecodable bytes (not UTF-8)"),
+    (b"3::20::4::978300760", None),
+    (b"3::21::4.5::978300760", None),
+]
+
+
+def write_lines(path, lines, ending=b"\n"):
+    path.write_bytes(ending.join(line for line, _ in lines) + ending)
+    return str(path)
+
+
+def config(tmp_path, ratings, fmt="ml-1m", **overrides):
+    sets = [f"source.format={fmt}", f"source.ratings={ratings}", f"sink.path={tmp_path / 'wh'}",
+            "ingest.rating_min=1", "ingest.rating_max=5"]
+    sets += [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(None, sets)
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"], ids=["LF", "CRLF"])
+def test_each_bad_line_is_rejected_with_its_reason(spark, tmp_path, ending):
+    path = write_lines(tmp_path / "ratings.dat", ML1M_LINES, ending)
+    cfg = config(tmp_path, path, **{"ingest.max_reject_fraction": 1.0})
+    run_ingest(spark, cfg)
+    wh = LocalWarehouse(cfg.sink.path, cfg.sink.dataset)
+
+    rejected = {r.line_number: (r.reason, r.source_file)
+                for r in wh.read(spark, "ratings_rejected").collect()}
+    expected = {n: reason for n, (_, reason) in enumerate(ML1M_LINES, start=1) if reason}
+    assert {n: reason for n, (reason, _) in rejected.items()} == expected
+    assert {src for _, src in rejected.values()} == {path}
+
+    kept = sorted((r.user_id, r.item_id, r.rating) for r in wh.read(spark, "ratings").collect())
+    assert kept == [(1, 10, 5.0), (1, 11, 3.0), (2, 10, 2.0), (3, 20, 4.0), (3, 21, 4.5)]
+
+
+def test_raw_text_of_rejected_lines_is_kept(spark, tmp_path):
+    path = write_lines(tmp_path / "ratings.dat", ML1M_LINES)
+    cfg = config(tmp_path, path, **{"ingest.max_reject_fraction": 1.0})
+    run_ingest(spark, cfg)
+    rows = LocalWarehouse(cfg.sink.path, cfg.sink.dataset).read(spark, "ratings_rejected")
+    raw = {r.line_number: r.raw for r in rows.collect()}
+    assert raw[4] == "1::12::4"
+    assert raw[11] == "2::10::5::978300700"
+    assert raw[3] == ""
+
+
+def test_header_repeated_mid_file_is_rejected(spark, tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"userId,movieId,rating,timestamp\r\n1,2,3.5,1\r\n"
+                     b"userId,movieId,rating,timestamp\r\n1,3,4,2\r\n")
+    cfg = config(tmp_path, str(path), fmt="ml-latest", **{"ingest.max_reject_fraction": 1.0})
+    run_ingest(spark, cfg)
+    wh = LocalWarehouse(cfg.sink.path, cfg.sink.dataset)
+    assert [(r.line_number, r.reason) for r in wh.read(spark, "ratings_rejected").collect()] == [
+        (3, "header line")]
+    assert wh.read(spark, "ratings").count() == 2
+
+
+def test_threshold_fails_naming_file_line_and_problem(spark, tmp_path):
+    good = [(f"{u}::{i}::3::978300760".encode(), None) for u in range(1, 11) for i in range(1, 11)]
+    lines = good[:40] + [(b"1::x::3::978300760", "bad")] + good[40:] + [(b"", "bad")]
+    path = write_lines(tmp_path / "ratings.dat", lines)   # 2 bad of 102 = 1.96% > 1%
+    cfg = config(tmp_path, path)
+    with pytest.raises(InputError) as err:
+        run_ingest(spark, cfg)
+    assert str(err.value) == (
+        f"{path}: 2 of 102 ratings rows rejected (1.96% > ingest.max_reject_fraction 1.00%); "
+        f"first bad line 41: item_id is not an integer: 'x'")
+    wh = LocalWarehouse(cfg.sink.path, cfg.sink.dataset)
+    assert wh.read(spark, "ratings_rejected").count() == 2   # rejects kept for inspection
+    assert not wh.exists("ratings")                           # no table from a failed run
+
+
+def test_at_threshold_passes(spark, tmp_path):
+    good = [(f"{u}::{i}::3::978300760".encode(), None) for u in range(1, 11) for i in range(1, 11)]
+    path = write_lines(tmp_path / "ratings.dat", good[:99] + [(b"junk", "bad")])  # 1 of 100
+    cfg = config(tmp_path, path)
+    run_ingest(spark, cfg)
+    assert LocalWarehouse(cfg.sink.path, cfg.sink.dataset).read(spark, "ratings").count() == 99
+
+
+def test_empty_file_fails(spark, tmp_path):
+    path = tmp_path / "ratings.dat"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match="ratings.dat: no ratings rows"):
+        run_ingest(spark, config(tmp_path, str(path)))
+
+
+def test_missing_file_fails(spark, tmp_path):
+    with pytest.raises(InputError, match="source.ratings: file not found: /no/such/ratings.dat"):
+        run_ingest(spark, config(tmp_path, "/no/such/ratings.dat"))
