@@ -2,7 +2,8 @@
 
 - mean_absolute_error      = AVG(|label - prediction|)
 - mean_squared_error       = AVG((label - prediction)^2)
-- mean_squared_log_error   = AVG((LN(1 + label) - LN(1 + prediction))^2)
+- mean_squared_log_error   = AVG((LN(1 + label) - LN(1 + prediction))^2); NULL when some label or
+  prediction is <= -1, where the logarithm is undefined (rather than silently skipping rows)
 - median_absolute_error    = exact median of |label - prediction| (midpoint of the two middle
   values for an even count, as numpy.median)
 - r2_score                 = 1 - SUM(err^2) / (COUNT * VAR_POP(label))
@@ -30,6 +31,7 @@ def regression_metrics(df: DataFrame, *, col_rating: str = "rating",
         F.avg(F.abs("err")).alias("mae"),
         F.avg(F.col("err") * F.col("err")).alias("mse"),
         F.avg(F.pow(F.log1p("label") - F.log1p("pred"), 2)).alias("msle"),
+        F.least(F.min("label"), F.min("pred")).alias("lowest"),
         F.expr("percentile(abs(err), 0.5)").alias("medae"),
         F.sum(F.col("err") * F.col("err")).alias("sse"),
         F.count(F.lit(1)).alias("n"),
@@ -39,7 +41,7 @@ def regression_metrics(df: DataFrame, *, col_rating: str = "rating",
     return sums.select(
         F.col("mae").alias("mean_absolute_error"),
         F.col("mse").alias("mean_squared_error"),
-        F.col("msle").alias("mean_squared_log_error"),
+        F.when(F.col("lowest") > -1.0, F.col("msle")).alias("mean_squared_log_error"),
         F.col("medae").cast("double").alias("median_absolute_error"),
         # try_divide: a constant label column gives NULL, not a division-by-zero error (ANSI).
         (F.lit(1.0) - F.expr("try_divide(sse, n * var_label)")).alias("r2_score"),

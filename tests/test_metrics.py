@@ -1,0 +1,61 @@
+"""ML.EVALUATE metrics against a numpy oracle."""
+
+import numpy as np
+import pytest
+
+from recsys.metrics import metrics_dict, regression_metrics
+
+pytestmark = pytest.mark.spark
+
+
+def numpy_metrics(label, pred):
+    err = label - pred
+    return {
+        "mean_absolute_error": np.mean(np.abs(err)),
+        "mean_squared_error": np.mean(err ** 2),
+        "mean_squared_log_error": np.mean((np.log1p(label) - np.log1p(pred)) ** 2),
+        "median_absolute_error": np.median(np.abs(err)),
+        "r2_score": 1 - np.sum(err ** 2) / (len(label) * np.var(label)),
+        "explained_variance": 1 - np.var(err) / np.var(label),
+    }
+
+
+@pytest.mark.parametrize("n", [1000, 999])  # even and odd counts: the median differs
+def test_metrics_match_numpy(spark, n):
+    rng = np.random.default_rng(n)
+    label = rng.integers(1, 6, size=n).astype(float)
+    pred = label + rng.normal(0.3, 0.8, size=n)  # biased, so r2 and explained variance differ
+    pred = np.maximum(pred, -0.9)                 # keep LN(1 + prediction) defined
+    df = spark.createDataFrame([(float(a), float(b)) for a, b in zip(label, pred)],
+                               "rating double, predicted_rating double")
+    got = metrics_dict(regression_metrics(df))
+    want = numpy_metrics(label, pred)
+    assert list(got) == list(want)  # BigQuery ML's column order
+    for name in want:
+        assert got[name] == pytest.approx(want[name], rel=1e-9), name
+    assert got["r2_score"] < got["explained_variance"]
+
+
+def test_hand_computed_small_table(spark):
+    # errors 1, -1, 2, 0: MAE 1, MSE 1.5, median |e| 1, var(label) = 1.25
+    df = spark.createDataFrame([(1.0, 0.0), (2.0, 3.0), (3.0, 1.0), (4.0, 4.0)],
+                               "rating double, predicted_rating double")
+    got = metrics_dict(regression_metrics(df))
+    assert got["mean_absolute_error"] == pytest.approx(1.0)
+    assert got["mean_squared_error"] == pytest.approx(1.5)
+    assert got["median_absolute_error"] == pytest.approx(1.0)
+    assert got["r2_score"] == pytest.approx(1 - 6.0 / (4 * 1.25))
+    assert got["explained_variance"] == pytest.approx(1 - 1.25 / 1.25)  # var(err)=1.25
+
+
+def test_custom_column_names(spark):
+    df = spark.createDataFrame([(1.0, 2.0), (3.0, 3.0)], "stars double, guess double")
+    got = metrics_dict(regression_metrics(df, col_rating="stars", col_prediction="guess"))
+    assert got["mean_absolute_error"] == pytest.approx(0.5)
+
+
+def test_log_error_is_null_where_undefined(spark):
+    df = spark.createDataFrame([(1.0, -1.5), (3.0, 3.0)], "rating double, predicted_rating double")
+    got = metrics_dict(regression_metrics(df))
+    assert got["mean_squared_log_error"] is None
+    assert got["mean_absolute_error"] == pytest.approx(1.25)

@@ -1,0 +1,87 @@
+"""ML.RECOMMEND and top-k: an exactly factorisable matrix, input variants, ties, exclusions."""
+
+import numpy as np
+import pytest
+
+from recsys.config import ModelConfig
+from recsys.model import fit, spark_reg_param
+from recsys.recommend import recommend, top_k
+
+pytestmark = pytest.mark.spark
+
+RNG = np.random.default_rng(7)
+USERS = np.array([3, 5, 8, 13, 21, 34])
+ITEMS = np.array([100, 200, 300, 400, 500])
+TRUE = 1.0 + RNG.uniform(0.5, 1.2, (6, 2)) @ RNG.uniform(0.5, 1.5, (2, 5))  # rank 2 (+ const)
+
+
+@pytest.fixture(scope="module")
+def exact_model(spark):
+    rows = [(int(u), int(i), float(TRUE[a, b])) for a, u in enumerate(USERS)
+            for b, i in enumerate(ITEMS)]
+    ratings = spark.createDataFrame(rows, "user_id long, item_id long, rating double")
+    cfg = ModelConfig(num_factors=3, reg_param=1e-6, max_iterations=40, seed=1)
+    return fit(ratings, cfg)
+
+
+def test_all_pairs_reproduce_the_exact_matrix(exact_model):
+    got = {(r.user_id, r.item_id): r.predicted_rating for r in recommend(exact_model).collect()}
+    assert len(got) == len(USERS) * len(ITEMS)
+    for a, u in enumerate(USERS):
+        for b, i in enumerate(ITEMS):
+            assert got[(u, i)] == pytest.approx(TRUE[a, b], abs=2e-3)
+
+
+def test_pairs_input_passes_other_columns_and_scores_unknown_ids(spark, exact_model):
+    pairs = spark.createDataFrame([(3, 200, "a"), (999, 200, "b"), (5, 999, "c")],
+                                  "user_id long, item_id long, tag string")
+    got = {r.tag: (r.user_id, r.item_id, r.predicted_rating)
+           for r in recommend(exact_model, pairs).collect()}
+    assert got["a"][2] == pytest.approx(TRUE[0, 1], abs=2e-3)
+    mean = TRUE.mean()   # unknown user or item: the training mean
+    assert got["b"] == (999, 200, pytest.approx(mean))
+    assert got["c"] == (5, 999, pytest.approx(mean))
+    assert recommend(exact_model, pairs).columns == ["predicted_rating", "user_id", "item_id", "tag"]
+
+
+def test_users_only_and_items_only_inputs(spark, exact_model):
+    users = spark.createDataFrame([(8,), (8,), (13,)], "user_id long")
+    got = recommend(exact_model, users).collect()
+    assert sorted((r.user_id, r.item_id) for r in got) == sorted(
+        (u, int(i)) for u in (8, 13) for i in ITEMS)
+    items = spark.createDataFrame([(300,)], "item_id long")
+    got = {r.user_id: r.predicted_rating for r in recommend(exact_model, items).collect()}
+    assert set(got) == set(USERS.tolist())
+    assert got[21] == pytest.approx(TRUE[4, 2], abs=2e-3)
+
+
+def test_top_k_breaks_ties_by_item_and_keeps_order(spark):
+    preds = spark.createDataFrame(
+        [(1, 5, 4.0), (1, 3, 4.0), (1, 9, 4.5), (1, 1, 2.0), (1, 7, 4.0), (1, 2, 4.0),
+         (2, 3, 1.0), (2, 4, 1.5)],
+        "user_id long, item_id long, predicted_rating double")
+    movies = spark.createDataFrame([(9, "Nine", "Drama"), (2, "Two", "Comedy")],
+                                   "movie_id long, movie_title string, genre string")
+    rows = top_k(preds, k=3, movies=movies).collect()
+    assert [r.user_id for r in rows] == [1, 2]
+    assert [(e.item_id, e.movie_title, e.genre, e.predicted_rating)
+            for e in rows[0].recommendations] == [
+        (9, "Nine", "Drama", 4.5), (2, "Two", "Comedy", 4.0), (3, None, None, 4.0)]
+    assert [e.item_id for e in rows[1].recommendations] == [4, 3]
+
+
+def test_top_k_excludes_rated_pairs(spark):
+    preds = spark.createDataFrame([(1, 1, 5.0), (1, 2, 4.0), (1, 3, 3.0), (2, 1, 5.0)],
+                                  "user_id long, item_id long, predicted_rating double")
+    rated = spark.createDataFrame([(1, 1, 4.0)], "user_id long, item_id long, rating double")
+    rows = {r.user_id: [e.item_id for e in r.recommendations]
+            for r in top_k(preds, k=2, exclude=rated).collect()}
+    assert rows == {1: [2, 3], 2: [1]}
+
+
+def test_l2_reg_mapping_matches_average_ridge():
+    # Per-user exact value is l2_reg / n_u; the rule averages the user and item sides.
+    n_rows, n_users, n_items = 1000, 10, 40
+    want = (9.83 / (n_rows / n_users) + 9.83 / (n_rows / n_items)) / 2
+    assert spark_reg_param(9.83, n_rows=n_rows, n_users=n_users, n_items=n_items) == \
+        pytest.approx(want)
