@@ -29,6 +29,8 @@ from recsys.errors import ConfigError
 
 SOURCE_FORMATS = ("ml-latest", "ml-1m", "ml-100k", "csv", "parquet")
 FEEDBACK_TYPES = ("explicit", "implicit")
+TRAINING_INFO_MODES = ("final", "every_iteration")
+SPLIT_METHODS = ("no_split", "auto_split", "random", "custom", "seq")
 SINK_TYPES = ("local",)
 
 
@@ -82,7 +84,7 @@ class ModelConfig:
     """CREATE MODEL options, named as in BigQuery ML."""
 
     name: str = "mf_explicit"
-    path: Optional[str] = None
+    input: str = "ratings"
     feedback_type: str = "explicit"
     num_factors: Optional[int] = None
     l2_reg: float = 1.0
@@ -94,6 +96,12 @@ class ModelConfig:
     rating_col: str = "rating"
     seed: int = 42
     num_blocks: Optional[int] = None
+    early_stop: bool = True
+    min_rel_progress: float = 0.01
+    training_info: str = "final"
+    data_split_method: str = "no_split"
+    data_split_eval_fraction: float = 0.2
+    data_split_col: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +315,18 @@ def _validate(cfg: Config) -> None:
     need(mod.wals_alpha >= 0, f"model.wals_alpha must be >= 0, got {mod.wals_alpha}")
     need(mod.num_blocks is None or mod.num_blocks >= 1,
          f"model.num_blocks must be >= 1, got {mod.num_blocks}")
+    need(mod.training_info in TRAINING_INFO_MODES,
+         f"model.training_info must be one of {', '.join(TRAINING_INFO_MODES)}, "
+         f"got {mod.training_info!r}")
+    need(mod.min_rel_progress >= 0,
+         f"model.min_rel_progress must be >= 0, got {mod.min_rel_progress}")
+    need(mod.data_split_method.lower() in SPLIT_METHODS,
+         f"model.data_split_method must be one of {', '.join(SPLIT_METHODS)}, "
+         f"got {mod.data_split_method!r}")
+    need(0.0 < mod.data_split_eval_fraction < 1.0,
+         f"model.data_split_eval_fraction must be between 0 and 1, got {mod.data_split_eval_fraction}")
+    need(mod.data_split_method.lower() not in ("custom", "seq") or mod.data_split_col is not None,
+         f"model.data_split_method {mod.data_split_method} needs model.data_split_col")
     need(rec.top_k >= 1, f"recommend.top_k must be >= 1, got {rec.top_k}")
     need(cfg.sink.type in SINK_TYPES,
          f"sink.type must be one of {', '.join(SINK_TYPES)}, got {cfg.sink.type!r}")

@@ -1,4 +1,11 @@
-"""CREATE MODEL: BigQuery ML matrix-factorization options mapped onto pyspark.ml ALS.
+"""CREATE MODEL: BigQuery ML matrix factorization on pyspark.ml ALS.
+
+The explicit model is BigQuery ML's: a global intercept, an intercept per user and per item, and
+latent factors, so that
+    predicted = global + user_intercept + item_intercept + x_u . y_i
+An unknown user gets global + item intercept, an unknown item global + user intercept. The
+intercepts are ridge-regularised means fitted first (``fit_intercepts``); ALS then factorises what
+they leave. The implicit model (weighted ALS) has no intercepts (BigQuery ML: global intercept 0).
 
 Regularisation. BigQuery ML minimises
     sum (r_ui - x_u.y_i)^2 + L2_REG * (sum_u |x_u|^2 + sum_i |y_i|^2)
@@ -6,10 +13,13 @@ while pyspark.ml ALS (ALS-WR) minimises
     sum (r_ui - x_u.y_i)^2 + regParam * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2),
 n_u and n_i being rating counts. In the per-user normal equations the ridge term is
 L2_REG * I against regParam * n_u * I, so regParam = L2_REG / n_u would be exact for one user. No
-single regParam is exact for all; recsys matches the *average* ridge strength over all users and
-items:
+single regParam is exact for all; recsys matches the *average* ridge strength of the two sides:
     regParam = L2_REG * (|U| + |I|) / (2 N)
 (the mean of L2_REG / mean(n_u) and L2_REG / mean(n_i)). ``reg_param`` sets Spark's value directly.
+The intercepts use L2_REG as it is: b_i = sum(residual) / (n_i + L2_REG).
+
+Ids of any type (INT64 beyond INT32, STRING) are mapped to dense indices for ALS
+(``recsys.ids``); the saved model keeps the original ids and types.
 
 >>> round(spark_reg_param(9.83, n_rows=1_000_209, n_users=6_040, n_items=3_706), 4)
 0.0479
@@ -23,41 +33,60 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Tuple
 
-from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys import schemas
+from recsys import ids
 from recsys.config import ModelConfig, to_dict
 from recsys.errors import InputError
 
-INT32_MAX = 2 ** 31 - 1
 METADATA_FILE = "metadata.json"
-ALS_DIR = "als"
+USERS_DIR, ITEMS_DIR = "users", "items"
+INTERCEPT_SWEEPS = 5
+# Column names of the model's side tables: id, intercept, factors (ARRAY<DOUBLE>).
+INTERCEPT, FACTORS = "intercept", "factors"
 
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A fitted ALS model with the options it was trained with and what it was trained on."""
+    """A fitted model: per-user and per-item intercepts and factors, keyed by original ids."""
 
-    als: ALSModel
+    users: DataFrame
+    items: DataFrame
+    global_intercept: float
     options: Dict[str, Any]
     data: Dict[str, Any]
     training_metrics: Dict[str, Optional[float]] = field(default_factory=dict)
+    training_info: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
-    def global_mean(self) -> float:
-        """Mean training rating: the prediction for a user or item the model has not seen."""
-        return float(self.data["mean_rating"])
+    def col_user(self) -> str:
+        """Name of the user id column (USER_COL)."""
+        return self.options["user_col"]
+
+    @property
+    def col_item(self) -> str:
+        """Name of the item id column (ITEM_COL)."""
+        return self.options["item_col"]
+
+    @property
+    def implicit(self) -> bool:
+        """True for FEEDBACK_TYPE implicit."""
+        return self.options["feedback_type"] == "implicit"
 
     def metadata(self) -> Dict[str, Any]:
-        """JSON-serialisable description saved beside the ALS model."""
+        """JSON-serialisable description saved beside the factor tables."""
         return {"options": self.options, "training_data": self.data,
-                "training_metrics": self.training_metrics}
+                "global_intercept": self.global_intercept,
+                "training_metrics": self.training_metrics, "training_info": self.training_info}
 
+
+# --- options -----------------------------------------------------------------------------------
 
 def spark_reg_param(l2_reg: float, *, n_rows: int, n_users: int, n_items: int) -> float:
     """pyspark.ml regParam matching BigQuery ML's L2_REG on average (see module docstring)."""
@@ -71,17 +100,15 @@ def default_num_factors(n_rows: int) -> int:
 
 def describe_training_data(ratings: DataFrame, *, col_user: str, col_item: str,
                            col_rating: str) -> Dict[str, Any]:
-    """Counts, id ranges, mean rating and an order-independent fingerprint, in one pass."""
-    row_hash = F.xxhash64(*[F.col(c) for c in ratings.columns])
+    """Counts, mean rating and an order-independent fingerprint of the rows, in one pass."""
+    cols = ", ".join(f"`{c}`" for c in ratings.columns)
     row = ratings.agg(
         F.count(F.lit(1)).alias("n_rows"),
         F.countDistinct(col_user).alias("n_users"),
         F.countDistinct(col_item).alias("n_items"),
         F.avg(col_rating).alias("mean_rating"),
-        F.min(col_user).alias("min_user"), F.max(col_user).alias("max_user"),
-        F.min(col_item).alias("min_item"), F.max(col_item).alias("max_item"),
-        F.sum(row_hash.cast("decimal(38,0)")).cast("string").alias("hash_sum"),
-        F.expr(f"bit_xor(xxhash64({', '.join(f'`{c}`' for c in ratings.columns)}))").alias("hash_xor"),
+        F.expr(f"cast(sum(cast(xxhash64({cols}) as decimal(38,0))) as string)").alias("hash_sum"),
+        F.expr(f"bit_xor(xxhash64({cols}))").alias("hash_xor"),
     ).head().asDict()
     digest = hashlib.sha256(f"{row['n_rows']}|{row.pop('hash_sum')}|{row.pop('hash_xor')}"
                             .encode()).hexdigest()
@@ -104,60 +131,207 @@ def resolve_options(cfg: ModelConfig, data: Dict[str, Any]) -> Dict[str, Any]:
     return options
 
 
-def fit(ratings: DataFrame, cfg: ModelConfig) -> TrainedModel:
-    """Train ALS on ``ratings`` (columns ``cfg.user_col``, ``cfg.item_col``, ``cfg.rating_col``)."""
+# --- intercepts --------------------------------------------------------------------------------
+
+def fit_intercepts(ratings: DataFrame, *, global_mean: float, l2_reg: float,
+                   col_user: str = "user_id", col_item: str = "item_id",
+                   col_rating: str = "rating",
+                   sweeps: int = INTERCEPT_SWEEPS) -> Tuple[DataFrame, DataFrame]:
+    """Ridge-regularised user and item intercepts by alternating (Gauss-Seidel) sweeps.
+
+    Minimises sum (r - global - b_u - b_i)^2 + l2_reg * (sum b_u^2 + sum b_i^2): each half-step
+    is the exact minimiser b_i = sum(r - global - b_u) / (n_i + l2_reg), and likewise for b_u.
+    Returns (users: [col_user, intercept], items: [col_item, intercept]).
+    """
+    rating = F.col(col_rating).cast("double")
+    users = ratings.select(col_user).distinct().withColumn(INTERCEPT, F.lit(0.0))
+    items = None
+    for _ in range(sweeps):
+        items = _intercept_step(ratings, users, col_user, col_item, rating, global_mean, l2_reg)
+        users = _intercept_step(ratings, items, col_item, col_user, rating, global_mean, l2_reg)
+    return users, items
+
+
+def _intercept_step(ratings, other, other_col, own_col, rating, global_mean, l2_reg):
+    # The side tables are small (one row per user or item): broadcast them into the join.
+    joined = ratings.join(F.broadcast(other.withColumnRenamed(INTERCEPT, "_other")), other_col)
+    step = joined.groupBy(own_col).agg(
+        (F.sum(rating - F.lit(global_mean) - F.col("_other"))
+         / (F.count(F.lit(1)) + F.lit(l2_reg))).alias(INTERCEPT))
+    return step.localCheckpoint(eager=True)  # cut the lineage between sweeps
+
+
+# --- prediction --------------------------------------------------------------------------------
+
+def dot(left: str, right: str) -> Column:
+    """Dot product of two ARRAY<DOUBLE> columns, NULL when either is NULL."""
+    products = F.zip_with(F.col(left), F.col(right), lambda a, b: a * b)
+    return F.aggregate(products, F.lit(0.0), lambda acc, x: acc + x)
+
+
+def side(model: TrainedModel, which: str) -> DataFrame:
+    """The user or item table renamed for joins: [id, _<which>_b, _<which>_f]."""
+    table = model.users if which == "user" else model.items
+    id_col = model.col_user if which == "user" else model.col_item
+    return table.select(F.col(id_col), F.col(INTERCEPT).alias(f"_{which}_b"),
+                        F.col(FACTORS).alias(f"_{which}_f"))
+
+
+def predicted(model: TrainedModel) -> Column:
+    """Score of a row joined with both sides (``side``); a missing side contributes nothing."""
+    return (F.lit(model.global_intercept) + F.coalesce(F.col("_user_b"), F.lit(0.0))
+            + F.coalesce(F.col("_item_b"), F.lit(0.0))
+            + F.coalesce(dot("_user_f", "_item_f"), F.lit(0.0)))
+
+
+def cast_ids(df: DataFrame, model: TrainedModel) -> DataFrame:
+    """Input id columns cast to the model's id types (NULL where a value does not convert)."""
+    for col, table in ((model.col_user, model.users), (model.col_item, model.items)):
+        if col in df.columns:
+            spark_type = table.schema[col].dataType.simpleString()
+            df = df.withColumn(col, F.expr(f"try_cast(`{col}` as {spark_type})"))
+    return df
+
+
+def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFrame:
+    """``pairs`` (with user and item columns) plus ``pred_col``; other columns are kept."""
+    joined = (cast_ids(pairs, model).join(side(model, "user"), model.col_user, "left")
+              .join(side(model, "item"), model.col_item, "left"))
+    return joined.withColumn(pred_col, predicted(model)).drop(
+        "_user_b", "_user_f", "_item_b", "_item_f")
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] = None,
+        ) -> TrainedModel:
+    """Train on ``ratings`` (columns ``cfg.user_col``, ``cfg.item_col``, ``cfg.rating_col``).
+
+    ``eval_ratings`` (a split's evaluation rows) only feeds ``eval_loss`` in training_info.
+    """
     missing = [c for c in (cfg.user_col, cfg.item_col, cfg.rating_col) if c not in ratings.columns]
     if missing:
         raise InputError(f"training table has no column {missing[0]!r} "
                          f"(columns: {', '.join(ratings.columns)})")
+    ratings = ratings.select(cfg.user_col, cfg.item_col,
+                             F.col(cfg.rating_col).cast("double").alias(cfg.rating_col)).cache()
     data = describe_training_data(ratings, col_user=cfg.user_col, col_item=cfg.item_col,
                                   col_rating=cfg.rating_col)
     if data["n_rows"] == 0:
         raise InputError("training table is empty")
-    for side in ("user", "item"):
-        lo, hi = data[f"min_{side}"], data[f"max_{side}"]
-        if lo < 0 or hi > INT32_MAX:
-            raise InputError(f"{side} ids must be between 0 and {INT32_MAX} for ALS; "
-                             f"found {lo}..{hi}")
     options = resolve_options(cfg, data)
-    als = ALS(
-        rank=options["num_factors"],
-        maxIter=cfg.max_iterations,
-        regParam=options["spark_reg_param"],
-        implicitPrefs=cfg.feedback_type == "implicit",
-        alpha=cfg.wals_alpha,
-        userCol=cfg.user_col,
-        itemCol=cfg.item_col,
-        ratingCol=cfg.rating_col,
-        nonnegative=False,
-        coldStartStrategy="nan",
-        seed=cfg.seed,
-    )
-    if cfg.num_blocks is not None:
-        als = als.setNumUserBlocks(cfg.num_blocks).setNumItemBlocks(cfg.num_blocks)
-    return TrainedModel(als=als.fit(ratings), options=options, data=data)
+    implicit = cfg.feedback_type == "implicit"
+    cols = dict(col_user=cfg.user_col, col_item=cfg.item_col, col_rating=cfg.rating_col)
+
+    if implicit:
+        global_intercept = 0.0
+        users_b = ratings.select(cfg.user_col).distinct().withColumn(INTERCEPT, F.lit(0.0))
+        items_b = ratings.select(cfg.item_col).distinct().withColumn(INTERCEPT, F.lit(0.0))
+        target = ratings.withColumn("_target", F.col(cfg.rating_col))
+    else:
+        global_intercept = float(data["mean_rating"])
+        users_b, items_b = fit_intercepts(ratings, global_mean=global_intercept,
+                                          l2_reg=cfg.l2_reg, **cols)
+        target = (ratings.join(F.broadcast(users_b.withColumnRenamed(INTERCEPT, "_bu")), cfg.user_col)
+                  .join(F.broadcast(items_b.withColumnRenamed(INTERCEPT, "_bi")), cfg.item_col)
+                  .withColumn("_target", F.col(cfg.rating_col) - F.lit(global_intercept)
+                              - F.col("_bu") - F.col("_bi")))
+
+    user_index = ids.build_index(ratings, cfg.user_col, index_col="_u")
+    item_index = ids.build_index(ratings, cfg.item_col, index_col="_i")
+    als_input = ids.to_index(ids.to_index(target, user_index, cfg.user_col, index_col="_u"),
+                             item_index, cfg.item_col, index_col="_i").select("_u", "_i", "_target")
+    als_input = als_input.cache()
+
+    def assemble(als_model) -> TrainedModel:
+        def table(factors, index, idx_col, id_col, intercepts):
+            named = factors.select(F.col("id").alias(idx_col),
+                                   F.col("features").cast("array<double>").alias(FACTORS))
+            keyed = index.join(named, idx_col).drop(idx_col)
+            return intercepts.join(keyed, id_col, "left").select(id_col, INTERCEPT, FACTORS)
+
+        return TrainedModel(
+            users=table(als_model.userFactors, user_index, "_u", cfg.user_col, users_b),
+            items=table(als_model.itemFactors, item_index, "_i", cfg.item_col, items_b),
+            global_intercept=global_intercept, options=options, data=data)
+
+    def als(max_iter: int):
+        estimator = ALS(rank=options["num_factors"], maxIter=max_iter,
+                        regParam=options["spark_reg_param"], implicitPrefs=implicit,
+                        alpha=cfg.wals_alpha, userCol="_u", itemCol="_i", ratingCol="_target",
+                        nonnegative=False, seed=cfg.seed)
+        if cfg.num_blocks is not None:
+            estimator = estimator.setNumUserBlocks(cfg.num_blocks).setNumItemBlocks(cfg.num_blocks)
+        return estimator.fit(als_input)
+
+    # Each iterate is a fresh fit with maxIter = k: with a fixed seed ALS starts from the same
+    # factors, so that fit *is* iterate k of the longer run. Costly (k fits); see README.
+    schedule = (range(1, cfg.max_iterations + 1) if cfg.training_info == "every_iteration"
+                else [cfg.max_iterations])
+    history: List[Dict[str, Any]] = []
+    model = None
+    for k in schedule:
+        start = time.perf_counter()
+        model = assemble(als(k))
+        model = replace(model, users=model.users.localCheckpoint(eager=True),
+                        items=model.items.localCheckpoint(eager=True))
+        loss = training_loss(model, ratings, **cols)
+        eval_loss = training_loss(model, eval_ratings, **cols) if eval_ratings is not None else None
+        history.append({"training_run": 0, "iteration": k - 1, "loss": loss, "eval_loss": eval_loss,
+                        "learning_rate": None,
+                        "duration_ms": int(round((time.perf_counter() - start) * 1000))})
+        if cfg.early_stop and len(history) >= 2 and _rel_progress(history) < cfg.min_rel_progress:
+            break
+    assert model is not None
+    als_input.unpersist()
+    ratings.unpersist()
+    return replace(model, training_info=history)
+
+
+def _rel_progress(history: List[Dict[str, Any]]) -> float:
+    before, after = history[-2]["loss"], history[-1]["loss"]
+    return (before - after) / before if before else 0.0
+
+
+def training_loss(model: TrainedModel, ratings: DataFrame, *, col_user: str, col_item: str,
+                  col_rating: str) -> float:
+    """ML.TRAINING_INFO's loss: MSE of the predictions over ``ratings``.
+
+    Implicit models: mean of (1 - prediction)^2 over the observed (positive) rows, i.e. the
+    preference error where p = 1; the unobserved pairs' part of the weighted loss is left out.
+    """
+    del col_user, col_item
+    scored = score_pairs(model, ratings, "_pred")
+    target = F.lit(1.0) if model.implicit else F.col(col_rating)
+    value = scored.agg(F.avg(F.pow(target - F.col("_pred"), 2))).head()[0]
+    return float(value) if value is not None else float("nan")
 
 
 def with_training_metrics(model: TrainedModel, metrics: Dict[str, Optional[float]]) -> TrainedModel:
-    """A copy of ``model`` carrying its in-sample metrics (ML.EVALUATE without input)."""
-    return TrainedModel(als=model.als, options=model.options, data=model.data,
-                        training_metrics=dict(metrics))
+    """A copy of ``model`` carrying its training-time ML.EVALUATE metrics."""
+    return replace(model, training_metrics=dict(metrics))
 
+
+# --- persistence -------------------------------------------------------------------------------
 
 def save(model: TrainedModel, path: str) -> None:
-    """Write the ALS model and ``metadata.json`` into the folder ``path`` (which must not exist)."""
-    model.als.write().save(os.path.join(path, ALS_DIR))
+    """Write ``users/``, ``items/`` (Parquet) and ``metadata.json`` into the new folder ``path``."""
+    model.users.write.parquet(os.path.join(path, USERS_DIR))
+    model.items.write.parquet(os.path.join(path, ITEMS_DIR))
     with open(os.path.join(path, METADATA_FILE), "w", encoding="utf-8") as fh:
-        json.dump(model.metadata(), fh, indent=2, sort_keys=True)
+        json.dump(model.metadata(), fh, indent=2, sort_keys=True, allow_nan=True)
 
 
-def load(path: str) -> TrainedModel:
+def load(spark: SparkSession, path: str) -> TrainedModel:
     """Read a model saved by ``save``."""
     meta_path = os.path.join(path, METADATA_FILE)
     if not os.path.isfile(meta_path):
         raise InputError(f"no trained model at {path} (run the train job first)")
     with open(meta_path, encoding="utf-8") as fh:
         meta = json.load(fh)
-    return TrainedModel(als=ALSModel.load(os.path.join(path, ALS_DIR)), options=meta["options"],
-                        data=meta["training_data"], training_metrics=meta["training_metrics"])
-
+    return TrainedModel(
+        users=spark.read.parquet(os.path.join(path, USERS_DIR)),
+        items=spark.read.parquet(os.path.join(path, ITEMS_DIR)),
+        global_intercept=meta["global_intercept"], options=meta["options"],
+        data=meta["training_data"], training_metrics=meta["training_metrics"],
+        training_info=meta["training_info"])

@@ -12,12 +12,18 @@ from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
+from pyspark.sql.types import DoubleType, StructField, StructType
+
+from recsys import implicit_metrics as implicit_stage
 from recsys import ingest as ingest_stage
 from recsys import metrics as metrics_stage
 from recsys import model as model_stage
 from recsys import recommend as recommend_stage
 from recsys import schemas
+from recsys import split as split_stage
+from recsys import weights as weights_stage
 from recsys.config import Config
+from recsys.errors import ConfigError
 from recsys.sinks import LocalWarehouse, make_sink, resolve_table
 
 SAMPLE_USERS = 3
@@ -91,38 +97,73 @@ def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None
 # --- train -------------------------------------------------------------------------------------
 
 def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
-    """CREATE MODEL: fit ALS on the ratings table, record in-sample metrics, save the model."""
+    """CREATE MODEL: split, fit, record training-time metrics, save the model and write
+    ``training_info`` (ML.TRAINING_INFO), ``weights`` (ML.WEIGHTS) and ``embeddings``
+    (ML.GENERATE_EMBEDDING)."""
     report = report or Report("train")
     sink = make_sink(cfg.sink)
-    ratings = sink.read(spark, schemas.RATINGS)
+    m = cfg.model
+    ratings = resolve_table(sink, spark, m.input)
     with _Timer(report, "train"):
-        trained = model_stage.fit(ratings, cfg.model)
-    with _Timer(report, "evaluate"):
-        in_sample = _scored_metrics(trained, ratings, cfg)
-        trained = model_stage.with_training_metrics(trained, in_sample)
-    sink.save_model(cfg.model.name, lambda path: model_stage.save(trained, path))
+        try:
+            parts = split_stage.split_ratings(
+                ratings, method=m.data_split_method, eval_fraction=m.data_split_eval_fraction,
+                split_col=m.data_split_col, seed=m.seed, col_user=m.user_col, col_item=m.item_col)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from None
+        trained = model_stage.fit(parts.train, m, parts.eval)
+        scored_on = parts.eval if parts.eval is not None else parts.train
+        metrics = model_metrics(trained, scored_on, cfg)
+        trained = model_stage.with_training_metrics(trained, metrics)
+        sink.save_model(m.name, lambda path: model_stage.save(trained, path))
+    with _Timer(report, "weights"):
+        report.tables[schemas.TRAINING_INFO] = sink.write(
+            schemas.TRAINING_INFO, spark.createDataFrame(
+                [tuple(row[f.name] for f in schemas.TRAINING_INFO_SCHEMA.fields)
+                 for row in trained.training_info], schemas.TRAINING_INFO_SCHEMA).coalesce(1))
+        report.tables[schemas.WEIGHTS] = sink.write(schemas.WEIGHTS,
+                                                    weights_stage.weights(spark, trained))
+        report.tables[schemas.EMBEDDINGS] = sink.write(schemas.EMBEDDINGS,
+                                                       weights_stage.embeddings(trained))
     opts, data = trained.options, trained.data
     reg = (f"regParam {opts['spark_reg_param']:.4g} (from l2_reg {opts['l2_reg']:g})"
            if opts["reg_param"] is None else f"regParam {opts['spark_reg_param']:.4g}")
-    report.add(f"  train      ALS {opts['feedback_type']}, {opts['num_factors']} factors, {reg}, "
-               f"{opts['max_iterations']} iterations on {data['n_rows']:,} ratings "
-               f"({data['n_users']:,} users x {data['n_items']:,} items)")
-    report.add(f"             model saved to {sink.model_path(cfg.model.name)}")
-    report.metrics = in_sample
+    iterations = len(trained.training_info) if m.training_info == "every_iteration" \
+        else m.max_iterations
+    report.add(f"  train      {opts['feedback_type']} matrix factorization, "
+               f"{opts['num_factors']} factors, {reg}, {iterations} ALS iterations on "
+               f"{data['n_rows']:,} ratings ({data['n_users']:,} users x {data['n_items']:,} items)")
+    if parts.eval is not None:
+        report.add(f"             split {parts.method}: {parts.eval_fraction:.3g} of the rows held "
+                   f"out for eval_loss and ML.EVALUATE ({parts.eval_only_users:,} users and "
+                   f"{parts.eval_only_items:,} items appear only there)")
+    last = trained.training_info[-1]
+    eval_text = f", eval_loss {last['eval_loss']:.4f}" if last["eval_loss"] is not None else ""
+    report.add(f"             training loss {last['loss']:.4f}{eval_text}; "
+               f"global intercept {trained.global_intercept:.4f}")
+    report.add(f"             model saved to {sink.model_path(m.name)}")
+    report.metrics = metrics
     return report
 
 
-def _scored_metrics(trained: model_stage.TrainedModel, table: DataFrame,
-                    cfg: Config) -> Dict[str, Optional[float]]:
-    m = cfg.model
-    scored = recommend_stage.recommend(trained, table, col_user=m.user_col, col_item=m.item_col,
-                                       col_rating=m.rating_col)
+def model_metrics(trained: model_stage.TrainedModel, table: DataFrame,
+                  cfg: Config) -> Dict[str, Optional[float]]:
+    """ML.EVALUATE's metrics of ``trained`` on ``table`` (explicit or implicit set)."""
+    col_rating = cfg.model.rating_col
+    pred_col = recommend_stage.prediction_column(trained, col_rating)
+    if trained.implicit:
+        users = table.select(trained.col_user).distinct()
+        scores = recommend_stage.recommend(trained, users, col_rating=col_rating)
+        return implicit_stage.metrics_dict(implicit_stage.implicit_metrics(
+            table, scores, col_user=trained.col_user, col_item=trained.col_item,
+            col_rating=col_rating, col_prediction=pred_col))
+    scored = model_stage.score_pairs(trained, table, pred_col)
     return metrics_stage.metrics_dict(metrics_stage.regression_metrics(
-        scored, col_rating=m.rating_col, col_prediction=schemas.prediction_col(m.rating_col)))
+        scored, col_rating=col_rating, col_prediction=pred_col))
 
 
-def _load_model(sink: LocalWarehouse, cfg: Config) -> model_stage.TrainedModel:
-    return model_stage.load(sink.model_path(cfg.model.name))
+def _load_model(spark: SparkSession, sink: LocalWarehouse, cfg: Config) -> model_stage.TrainedModel:
+    return model_stage.load(spark, sink.model_path(cfg.model.name))
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -132,20 +173,25 @@ def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = No
     """ML.EVALUATE: metrics on ``evaluate.input``, or the training-time metrics without one."""
     report = report or Report("evaluate")
     sink = make_sink(cfg.sink)
-    trained = trained or _load_model(sink, cfg)
-    with _Timer(report, "evaluate" if "evaluate" not in report.timings else "evaluate_input"):
+    trained = trained or _load_model(spark, sink, cfg)
+    with _Timer(report, "evaluate"):
         table = resolve_table(sink, spark, cfg.evaluate.input)
         if table is None:
-            values, where = trained.training_metrics, "training data (in-sample)"
+            values = trained.training_metrics
+            where = ("the split's evaluation rows" if trained.training_info
+                     and trained.training_info[-1]["eval_loss"] is not None
+                     else "the training data (in-sample)")
         else:
-            values, where = _scored_metrics(trained, table, cfg), cfg.evaluate.input
-        row = spark.createDataFrame([tuple(values[n] for n in schemas.EXPLICIT_METRICS)],
-                                    schemas.EVALUATE_SCHEMA)
+            values, where = model_metrics(trained, table, cfg), cfg.evaluate.input
+        # BigQuery ML's column order (metadata.json stores the metrics with sorted keys).
+        names = implicit_stage.IMPLICIT_METRICS if trained.implicit else schemas.EXPLICIT_METRICS
+        values = {name: values.get(name) for name in names}
+        schema = StructType([StructField(name, DoubleType(), True) for name in names])
+        row = spark.createDataFrame([tuple(values.values())], schema)
         report.tables[schemas.EVALUATE] = sink.write(schemas.EVALUATE, row.coalesce(1))
     report.metrics = dict(values)
     report.add(f"  evaluate   on {where}:")
-    for name in schemas.EXPLICIT_METRICS:
-        value = values[name]
+    for name, value in values.items():
         report.add(f"             {name:<24} {'NULL' if value is None else f'{value:.5f}'}")
     return report
 
@@ -157,20 +203,21 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
     """ML.RECOMMEND into ``recommend`` and the top-k table ``recommend_top5``."""
     report = report or Report("recommend")
     sink = make_sink(cfg.sink)
-    trained = trained or _load_model(sink, cfg)
+    trained = trained or _load_model(spark, sink, cfg)
     m, rec = cfg.model, cfg.recommend
-    cols = dict(col_user=m.user_col, col_item=m.item_col, col_rating=m.rating_col)
+    pred_col = recommend_stage.prediction_column(trained, m.rating_col)
     with _Timer(report, "recommend"):
         predictions = recommend_stage.recommend(
-            trained, resolve_table(sink, spark, rec.input), **cols)
+            trained, resolve_table(sink, spark, rec.input), col_rating=m.rating_col)
         if rec.write_all_pairs:
             report.tables[schemas.RECOMMEND] = sink.write(schemas.RECOMMEND, predictions)
             predictions = sink.read(spark, schemas.RECOMMEND)
     with _Timer(report, "top_k"):
         movies = sink.read(spark, schemas.MOVIES) if sink.exists(schemas.MOVIES) else None
-        exclude = sink.read(spark, schemas.RATINGS) if rec.exclude_rated else None
+        exclude = resolve_table(sink, spark, m.input) if rec.exclude_rated else None
         top = recommend_stage.top_k(predictions, k=rec.top_k, movies=movies, exclude=exclude,
-                                    **cols)
+                                    col_user=m.user_col, col_item=m.item_col,
+                                    col_prediction=pred_col)
         report.tables[schemas.RECOMMEND_TOP] = sink.write(schemas.RECOMMEND_TOP, top)
         top = sink.read(spark, schemas.RECOMMEND_TOP)
         sample = top.orderBy(m.user_col).limit(SAMPLE_USERS).collect()
@@ -179,7 +226,6 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
         report.add(f"  recommend  {n_pairs:,} (user, item) predictions -> {schemas.RECOMMEND}")
     report.add(f"             top {rec.top_k} per user -> {schemas.RECOMMEND_TOP}"
                f"{' (already-rated movies left out)' if rec.exclude_rated else ''}")
-    pred_col = schemas.prediction_col(m.rating_col)
     for row in sample:
         report.add(f"  top {rec.top_k} for user {row[m.user_col]}:")
         for rank, entry in enumerate(row["recommendations"], start=1):
@@ -201,7 +247,7 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> Report:
     run_ingest(spark, cfg, report)
     run_train(spark, cfg, report)
     sink = make_sink(cfg.sink)
-    trained = _load_model(sink, cfg)
+    trained = _load_model(spark, sink, cfg)
     run_evaluate(spark, cfg, report, trained)
     run_recommend(spark, cfg, report, trained)
     report.add(f"  tables in  {sink.dataset_dir}: {', '.join(sorted(report.tables))}")

@@ -21,6 +21,10 @@ MOVIES_REJECTED = "movies_rejected"
 EVALUATE = "evaluate"
 RECOMMEND = "recommend"
 RECOMMEND_TOP = "recommend_top5"
+TRAINING_INFO = "training_info"
+WEIGHTS = "weights"
+EMBEDDINGS = "embeddings"
+GLOBAL_INTERCEPT_FEATURE = "global__intercept__"
 
 RATINGS_SCHEMA = StructType([
     StructField("user_id", LongType(), False),
@@ -59,31 +63,40 @@ def prediction_col(rating_col: str = "rating") -> str:
     return f"predicted_{rating_col}"
 
 
-def recommend_schema(user_col: str = "user_id", item_col: str = "item_id",
-                     rating_col: str = "rating") -> StructType:
-    """Schema of the ``recommend`` table (ML.RECOMMEND without input columns)."""
-    return StructType([
-        StructField(prediction_col(rating_col), DoubleType(), True),
-        StructField(user_col, LongType(), False),
-        StructField(item_col, LongType(), False),
-    ])
-
-
-def recommendation_struct(item_col: str = "item_id", rating_col: str = "rating") -> StructType:
+def recommendation_struct(item_col: str = "item_id",
+                          prediction: str = "predicted_rating") -> StructType:
     """Element type of ``recommend_top5.recommendations``."""
     return StructType([
         StructField(item_col, LongType(), False),
         StructField("movie_title", StringType(), True),
         StructField("genre", StringType(), True),
-        StructField(prediction_col(rating_col), DoubleType(), True),
+        StructField(prediction, DoubleType(), True),
     ])
 
 
-def recommend_top_schema(user_col: str = "user_id", item_col: str = "item_id",
-                         rating_col: str = "rating") -> StructType:
-    """Schema of ``recommend_top5``: one row per user, recommendations best first."""
-    return StructType([
-        StructField(user_col, LongType(), False),
-        StructField("recommendations",
-                    ArrayType(recommendation_struct(item_col, rating_col), False), False),
-    ])
+TRAINING_INFO_SCHEMA = StructType([
+    StructField("training_run", LongType(), False),
+    StructField("iteration", LongType(), False),
+    StructField("loss", DoubleType(), True),
+    StructField("eval_loss", DoubleType(), True),
+    StructField("learning_rate", DoubleType(), True),
+    StructField("duration_ms", LongType(), True),
+])
+
+FACTOR_WEIGHT = StructType([
+    StructField("factor", LongType(), False),
+    StructField("weight", DoubleType(), True),
+])
+
+WEIGHTS_SCHEMA = StructType([
+    StructField("processed_input", StringType(), True),
+    StructField("feature", StringType(), True),
+    StructField("factor_weights", ArrayType(FACTOR_WEIGHT, False), True),
+    StructField("intercept", DoubleType(), True),
+])
+
+EMBEDDINGS_SCHEMA = StructType([
+    StructField("processed_input", StringType(), False),
+    StructField("feature", StringType(), True),
+    StructField("ml_generate_embedding_result", ArrayType(DoubleType(), True), True),
+])

@@ -3,6 +3,7 @@ every good line goes through, and the reject threshold fails the job with one cl
 
 import pytest
 
+from recsys import schemas
 from recsys.config import load_config
 from recsys.errors import InputError
 from recsys.pipeline import run_ingest
@@ -58,6 +59,12 @@ def test_each_bad_line_is_rejected_with_its_reason(spark, tmp_path, ending):
 
     kept = sorted((r.user_id, r.item_id, r.rating) for r in wh.read(spark, "ratings").collect())
     assert kept == [(1, 10, 5.0), (1, 11, 3.0), (2, 10, 2.0), (3, 20, 4.0), (3, 21, 4.5)]
+
+    def types(schema):
+        return [(f.name, f.dataType) for f in schema.fields]
+
+    assert types(wh.read(spark, "ratings").schema) == types(schemas.RATINGS_SCHEMA)
+    assert types(wh.read(spark, "ratings_rejected").schema) == types(schemas.REJECTED_SCHEMA)
 
 
 def test_raw_text_of_rejected_lines_is_kept(spark, tmp_path):

@@ -35,7 +35,8 @@ def sample_run(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     wh = tmp / "wh" / "bqml_tutorial"
     tables = {name: pd.read_parquet(wh / name) for name in
-              ("ratings", "movies", "ratings_rejected", "evaluate", "recommend", "recommend_top5")}
+              ("ratings", "movies", "ratings_rejected", "evaluate", "recommend", "recommend_top5",
+               "training_info", "weights", "embeddings")}
     source = pd.read_csv(tmp / "ratings.csv")
     return proc, tables, source
 
@@ -98,6 +99,27 @@ def test_top5_is_the_pandas_top5_with_titles(sample_run):
         assert [e["predicted_rating"] for e in got] == pytest.approx(
             expect.predicted_rating.tolist())
         assert [e["movie_title"] for e in got] == titles.loc[expect.item_id, "movie_title"].tolist()
+
+
+def test_training_info_and_weights_tables(sample_run):
+    _, t, source = sample_run
+    info = t["training_info"]
+    assert list(info.columns) == ["training_run", "iteration", "loss", "eval_loss",
+                                  "learning_rate", "duration_ms"]
+    # Default 'final' mode: one row, the last of max_iterations=5, NO_SPLIT so no eval_loss.
+    assert info["iteration"].tolist() == [4] and info["eval_loss"].isna().all()
+    joined = t["ratings"].merge(t["recommend"], on=["user_id", "item_id"])
+    mse = np.mean((joined["rating"] - joined["predicted_rating"]) ** 2)
+    assert info["loss"].iloc[0] == pytest.approx(mse, rel=1e-9)
+
+    w = t["weights"]
+    assert list(w.columns) == ["processed_input", "feature", "factor_weights", "intercept"]
+    assert (w["processed_input"] == "user_id").sum() == source.userId.nunique()
+    assert (w["processed_input"] == "item_id").sum() == source.movieId.nunique()
+    glob = w[w["feature"] == "global__intercept__"]
+    assert len(glob) == 1 and glob["processed_input"].isna().all()
+    assert glob["intercept"].iloc[0] == pytest.approx(source.rating.mean())
+    assert len(t["embeddings"]) == source.userId.nunique() + source.movieId.nunique()
 
 
 def test_summary_is_printed(sample_run):

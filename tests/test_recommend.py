@@ -10,9 +10,11 @@ from recsys.recommend import recommend, top_k
 pytestmark = pytest.mark.spark
 
 RNG = np.random.default_rng(7)
-USERS = np.array([3, 5, 8, 13, 21, 34])
-ITEMS = np.array([100, 200, 300, 400, 500])
-TRUE = 1.0 + RNG.uniform(0.5, 1.2, (6, 2)) @ RNG.uniform(0.5, 1.5, (2, 5))  # rank 2 (+ const)
+USERS = np.array([3, 5, 8, 13, 21, 34, 55, 2 ** 40])   # one id beyond INT32
+ITEMS = np.array([100, 200, 300, 400, 500, 600, 700])
+# Rank 2 plus a constant; minus the intercepts the residual has rank <= 5 < 7 items, so a
+# 5-factor model reproduces it exactly.
+TRUE = 1.0 + RNG.uniform(0.5, 1.2, (8, 2)) @ RNG.uniform(0.5, 1.5, (2, 7))
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,7 @@ def exact_model(spark):
     rows = [(int(u), int(i), float(TRUE[a, b])) for a, u in enumerate(USERS)
             for b, i in enumerate(ITEMS)]
     ratings = spark.createDataFrame(rows, "user_id long, item_id long, rating double")
-    cfg = ModelConfig(num_factors=3, reg_param=1e-6, max_iterations=40, seed=1)
+    cfg = ModelConfig(num_factors=5, reg_param=1e-7, l2_reg=1e-6, max_iterations=60, seed=1)
     return fit(ratings, cfg)
 
 
@@ -38,9 +40,10 @@ def test_pairs_input_passes_other_columns_and_scores_unknown_ids(spark, exact_mo
     got = {r.tag: (r.user_id, r.item_id, r.predicted_rating)
            for r in recommend(exact_model, pairs).collect()}
     assert got["a"][2] == pytest.approx(TRUE[0, 1], abs=2e-3)
-    mean = TRUE.mean()   # unknown user or item: the training mean
-    assert got["b"] == (999, 200, pytest.approx(mean))
-    assert got["c"] == (5, 999, pytest.approx(mean))
+    # Unknown user: global + item intercept; unknown item: global + user intercept. On a
+    # complete matrix (ridge ~0) those are the item's and the user's mean rating.
+    assert got["b"] == (999, 200, pytest.approx(TRUE[:, 1].mean(), abs=1e-4))
+    assert got["c"] == (5, 999, pytest.approx(TRUE[1, :].mean(), abs=1e-4))
     assert recommend(exact_model, pairs).columns == ["predicted_rating", "user_id", "item_id", "tag"]
 
 
@@ -53,6 +56,15 @@ def test_users_only_and_items_only_inputs(spark, exact_model):
     got = {r.user_id: r.predicted_rating for r in recommend(exact_model, items).collect()}
     assert set(got) == set(USERS.tolist())
     assert got[21] == pytest.approx(TRUE[4, 2], abs=2e-3)
+    assert got[2 ** 40] == pytest.approx(TRUE[7, 2], abs=2e-3)
+
+
+def test_input_with_extra_columns_needs_both_ids(spark, exact_model):
+    from recsys.errors import InputError
+
+    bad = spark.createDataFrame([(8, "x")], "user_id long, tag string")
+    with pytest.raises(InputError, match="exactly one of them"):
+        recommend(exact_model, bad)
 
 
 def test_top_k_breaks_ties_by_item_and_keeps_order(spark):

@@ -1,0 +1,64 @@
+"""ML.WEIGHTS and ML.GENERATE_EMBEDDING for a trained model.
+
+ML.WEIGHTS: one row per user and per item — ``processed_input`` (the user or item column's
+name), ``feature`` (the id as a STRING), ``factor_weights`` ARRAY<STRUCT<factor INT64 (1-based),
+weight FLOAT64>> and ``intercept`` — plus the row ``feature = 'global__intercept__'`` with NULL
+``processed_input`` and ``factor_weights``.
+
+ML.GENERATE_EMBEDDING: per user and item, ``ml_generate_embedding_result`` is the factor weights
+as ARRAY<FLOAT64> with the intercept appended last.
+
+Latent factors are identified only up to rotation: compare predictions and intercepts between
+two models, not raw factors.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import schemas
+from recsys.model import FACTORS, INTERCEPT, TrainedModel
+
+
+def _sides(model: TrainedModel):
+    return ((model.col_user, model.users), (model.col_item, model.items))
+
+
+def weights(spark: SparkSession, model: TrainedModel) -> DataFrame:
+    """The ML.WEIGHTS table (``schemas.WEIGHTS_SCHEMA``), ordered users, items, global row."""
+    parts = []
+    for rank, (col, table) in enumerate(_sides(model)):
+        factor_weights = F.transform(
+            F.col(FACTORS), lambda w, i: F.struct((i + 1).cast("long").alias("factor"),
+                                                  w.alias("weight")))
+        parts.append(table.select(
+            F.lit(col).alias("processed_input"), F.col(col).cast("string").alias("feature"),
+            factor_weights.alias("factor_weights"), F.col(INTERCEPT).cast("double").alias("intercept"),
+            F.lit(rank).alias("_order"), F.col(col).alias(f"_key{rank}")))
+    users, items = parts
+    # Sort each side by its id in its own type (numeric ids in numeric order), then stack.
+    users = users.withColumn("_key", F.row_number().over(_by("_key0"))).drop("_key0")
+    items = items.withColumn("_key", F.row_number().over(_by("_key1"))).drop("_key1")
+    global_row = spark.createDataFrame(
+        [(None, schemas.GLOBAL_INTERCEPT_FEATURE, None, float(model.global_intercept), 2, 0)],
+        "processed_input string, feature string, "
+        "factor_weights array<struct<factor:bigint,weight:double>>, intercept double, "
+        "_order int, _key int")
+    stacked = users.unionByName(items).unionByName(global_row)
+    return stacked.orderBy("_order", "_key").drop("_order", "_key")
+
+
+def embeddings(model: TrainedModel) -> DataFrame:
+    """ML.GENERATE_EMBEDDING: factor weights with the intercept last, per user and item."""
+    parts = [table.select(
+        F.lit(col).alias("processed_input"), F.col(col).cast("string").alias("feature"),
+        F.concat(F.col(FACTORS), F.array(F.col(INTERCEPT).cast("double")))
+        .alias("ml_generate_embedding_result")) for col, table in _sides(model)]
+    return parts[0].unionByName(parts[1])
+
+
+def _by(col: str):
+    from pyspark.sql import Window
+
+    return Window.orderBy(F.col(col).asc())
