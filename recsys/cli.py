@@ -34,7 +34,7 @@ def run_job(job_fn: Callable, argv: Sequence[str], *, job: str, description: str
         cfg: Config = load_config(args.config, args.overrides)
         from recsys.session import build_session  # imported late: config errors need no JVM
 
-        spark = build_session(cfg.spark)
+        spark = build_session(cfg.spark, session_conf(cfg))
         report = job_fn(spark, cfg)
         print(report.render(), flush=True)
         return 0
@@ -49,6 +49,17 @@ def run_job(job_fn: Callable, argv: Sequence[str], *, job: str, description: str
     finally:
         if spark is not None:
             spark.stop()
+
+
+def session_conf(cfg: Config) -> dict:
+    """Extra Spark settings the config implies (the BigQuery connector when BigQuery is used)."""
+    if cfg.sink.type != "bigquery" and cfg.source.format != "bigquery":
+        return {}
+    import pyspark
+
+    from recsys.session import connector_conf
+
+    return connector_conf(cfg.bigquery.connector, pyspark.__version__)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,11 +27,12 @@ import yaml
 
 from recsys.errors import ConfigError
 
-SOURCE_FORMATS = ("ml-latest", "ml-1m", "ml-100k", "csv", "parquet")
+SOURCE_FORMATS = ("ml-latest", "ml-1m", "ml-100k", "csv", "parquet", "bigquery")
 FEEDBACK_TYPES = ("explicit", "implicit")
 TRAINING_INFO_MODES = ("final", "every_iteration")
 SPLIT_METHODS = ("no_split", "auto_split", "random", "custom", "seq")
-SINK_TYPES = ("local",)
+SINK_TYPES = ("local", "bigquery")
+WRITE_METHODS = ("direct", "indirect")
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,21 @@ class SinkConfig:
 
 
 @dataclass(frozen=True)
+class BigQueryConfig:
+    """BigQuery through the spark-bigquery-connector (source.format / sink.type bigquery)."""
+
+    project: Optional[str] = None
+    location: str = "US"
+    write_method: str = "direct"
+    temporary_gcs_bucket: Optional[str] = None
+    create_dataset: bool = True
+    connector: str = "auto"
+    http_endpoint: Optional[str] = None
+    storage_grpc_endpoint: Optional[str] = None
+    access_token_env: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class SparkConfig:
     """Session settings; ``conf`` is passed to the builder verbatim."""
 
@@ -151,6 +167,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    bigquery: BigQueryConfig = field(default_factory=BigQueryConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
 
 
@@ -299,6 +316,11 @@ def _validate(cfg: Config) -> None:
          "source.ratings is required unless source.download is true")
     need(not src.download or src.format in ("ml-1m", "ml-100k") or src.url is not None,
          f"source.download needs source.url for format {src.format!r}")
+    need(cfg.bigquery.write_method in WRITE_METHODS,
+         f"bigquery.write_method must be one of {', '.join(WRITE_METHODS)}, "
+         f"got {cfg.bigquery.write_method!r}")
+    need(cfg.bigquery.write_method != "indirect" or cfg.bigquery.temporary_gcs_bucket is not None,
+         "bigquery.write_method indirect needs bigquery.temporary_gcs_bucket")
     need(len(src.delimiter) == 1, f"source.delimiter must be one character, got {src.delimiter!r}")
     need(ing.rating_min < ing.rating_max,
          f"ingest.rating_min ({ing.rating_min}) must be below ingest.rating_max ({ing.rating_max})")

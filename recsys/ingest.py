@@ -141,15 +141,21 @@ def check_rejects(stats: RejectStats, max_fraction: float, what: str) -> None:
             f"first bad line {stats.first_bad_line}: {stats.first_bad_reason}")
 
 
-def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig) -> IngestResult:
-    """Read, validate and de-duplicate the configured source into the ingest tables."""
+def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
+           table_reader: Optional[readers.TableReader] = None) -> IngestResult:
+    """Read, validate and de-duplicate the configured source into the ingest tables.
+
+    ``table_reader`` reads table sources (BigQuery tables or queries).
+    """
     files = readers.resolve_files(source)
-    classified = classify_ratings(readers.read_ratings(spark, source, files.ratings), ingest_cfg)
+    classified = classify_ratings(
+        readers.read_ratings(spark, source, files.ratings, table_reader), ingest_cfg)
     classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
     ratings_stats = reject_stats(classified, files.ratings)
     movies = movies_rejected = movies_stats = None
     if files.movies is not None:
-        movies_classified = classify_movies(readers.read_movies(spark, source, files.movies)).cache()
+        movies_classified = classify_movies(
+            readers.read_movies(spark, source, files.movies, table_reader)).cache()
         movies_stats = reject_stats(movies_classified, files.movies)
         movies = movies_table(movies_classified)
         movies_rejected = rejected_table(movies_classified, files.movies)

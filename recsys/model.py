@@ -32,11 +32,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
+from pyspark.errors import AnalysisException
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,7 +45,7 @@ from recsys import ids
 from recsys.config import ModelConfig, to_dict
 from recsys.errors import InputError
 
-METADATA_FILE = "metadata.json"
+METADATA_DIR = "metadata"
 USERS_DIR, ITEMS_DIR = "users", "items"
 INTERCEPT_SWEEPS = 5
 # Column names of the model's side tables: id, intercept, factors (ARRAY<DOUBLE>).
@@ -237,8 +237,11 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
                   .withColumn("_target", F.col(cfg.rating_col) - F.lit(global_intercept)
                               - F.col("_bu") - F.col("_bi")))
 
-    user_index = ids.build_index(ratings, cfg.user_col, index_col="_u")
-    item_index = ids.build_index(ratings, cfg.item_col, index_col="_i")
+    try:
+        user_index = ids.build_index(ratings, cfg.user_col, index_col="_u")
+        item_index = ids.build_index(ratings, cfg.item_col, index_col="_i")
+    except ValueError as exc:  # more distinct ids than ALS can index
+        raise InputError(str(exc)) from None
     als_input = ids.to_index(ids.to_index(target, user_index, cfg.user_col, index_col="_u"),
                              item_index, cfg.item_col, index_col="_i").select("_u", "_i", "_target")
     als_input = als_input.cache()
@@ -315,23 +318,33 @@ def with_training_metrics(model: TrainedModel, metrics: Dict[str, Optional[float
 # --- persistence -------------------------------------------------------------------------------
 
 def save(model: TrainedModel, path: str) -> None:
-    """Write ``users/``, ``items/`` (Parquet) and ``metadata.json`` into the new folder ``path``."""
-    model.users.write.parquet(os.path.join(path, USERS_DIR))
-    model.items.write.parquet(os.path.join(path, ITEMS_DIR))
-    with open(os.path.join(path, METADATA_FILE), "w", encoding="utf-8") as fh:
-        json.dump(model.metadata(), fh, indent=2, sort_keys=True, allow_nan=True)
+    """Write ``users/``, ``items/`` (Parquet) and then ``metadata/`` (one JSON text file) into the
+    new folder ``path`` — any Hadoop path (local, ``gs://``). The metadata comes last: a model
+    folder without it is an unfinished write."""
+    spark = model.users.sparkSession
+    model.users.write.parquet(_join(path, USERS_DIR))
+    model.items.write.parquet(_join(path, ITEMS_DIR))
+    text = json.dumps(model.metadata(), indent=2, sort_keys=True, allow_nan=True)
+    spark.createDataFrame([(text,)], "value string").coalesce(1).write.text(
+        _join(path, METADATA_DIR))
 
 
 def load(spark: SparkSession, path: str) -> TrainedModel:
     """Read a model saved by ``save``."""
-    meta_path = os.path.join(path, METADATA_FILE)
-    if not os.path.isfile(meta_path):
+    try:
+        text = spark.read.text(_join(path, METADATA_DIR), wholetext=True).head()
+    except AnalysisException:  # the path does not exist
+        text = None
+    if text is None:
         raise InputError(f"no trained model at {path} (run the train job first)")
-    with open(meta_path, encoding="utf-8") as fh:
-        meta = json.load(fh)
+    meta = json.loads(text[0])
     return TrainedModel(
-        users=spark.read.parquet(os.path.join(path, USERS_DIR)),
-        items=spark.read.parquet(os.path.join(path, ITEMS_DIR)),
+        users=spark.read.parquet(_join(path, USERS_DIR)),
+        items=spark.read.parquet(_join(path, ITEMS_DIR)),
         global_intercept=meta["global_intercept"], options=meta["options"],
         data=meta["training_data"], training_metrics=meta["training_metrics"],
         training_info=meta["training_info"])
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path.rstrip('/')}/{name}"

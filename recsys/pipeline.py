@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
-
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from recsys import implicit_metrics as implicit_stage
@@ -24,7 +23,7 @@ from recsys import split as split_stage
 from recsys import weights as weights_stage
 from recsys.config import Config
 from recsys.errors import ConfigError
-from recsys.sinks import LocalWarehouse, make_sink, resolve_table
+from recsys.sinks import make_sink, resolve_table
 
 SAMPLE_USERS = 3
 
@@ -68,9 +67,9 @@ class _Timer:
 def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
     """Read the source, write ratings/movies and their rejects; fail over the reject threshold."""
     report = report or Report("ingest")
-    sink = make_sink(cfg.sink)
+    sink = make_sink(cfg)
     with _Timer(report, "ingest"):
-        result = ingest_stage.ingest(spark, cfg.source, cfg.ingest)
+        result = ingest_stage.ingest(spark, cfg.source, cfg.ingest, _table_reader(spark, cfg))
         # Rejects are written first so that a run failing on the threshold still shows them.
         report.tables[schemas.RATINGS_REJECTED] = sink.write(schemas.RATINGS_REJECTED,
                                                              result.ratings_rejected)
@@ -94,6 +93,16 @@ def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None
     return report
 
 
+def _table_reader(spark: SparkSession, cfg: Config):
+    """Reader of BigQuery tables and queries for a ``bigquery`` source, else None."""
+    if cfg.source.format != "bigquery":
+        return None
+    from recsys.bigquery import BigQueryConnection
+
+    connection = BigQueryConnection(cfg.bigquery)
+    return lambda ref: connection.read(spark, ref, cfg.sink.dataset)
+
+
 # --- train -------------------------------------------------------------------------------------
 
 def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
@@ -101,7 +110,7 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
     ``training_info`` (ML.TRAINING_INFO), ``weights`` (ML.WEIGHTS) and ``embeddings``
     (ML.GENERATE_EMBEDDING)."""
     report = report or Report("train")
-    sink = make_sink(cfg.sink)
+    sink = make_sink(cfg)
     m = cfg.model
     ratings = resolve_table(sink, spark, m.input)
     with _Timer(report, "train"):
@@ -162,8 +171,8 @@ def model_metrics(trained: model_stage.TrainedModel, table: DataFrame,
         scored, col_rating=col_rating, col_prediction=pred_col))
 
 
-def _load_model(spark: SparkSession, sink: LocalWarehouse, cfg: Config) -> model_stage.TrainedModel:
-    return model_stage.load(spark, sink.model_path(cfg.model.name))
+def _load_model(spark: SparkSession, sink, cfg: Config) -> model_stage.TrainedModel:
+    return model_stage.load(spark, sink.model_location(spark, cfg.model.name))
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -172,7 +181,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = No
                  trained: Optional[model_stage.TrainedModel] = None) -> Report:
     """ML.EVALUATE: metrics on ``evaluate.input``, or the training-time metrics without one."""
     report = report or Report("evaluate")
-    sink = make_sink(cfg.sink)
+    sink = make_sink(cfg)
     trained = trained or _load_model(spark, sink, cfg)
     with _Timer(report, "evaluate"):
         table = resolve_table(sink, spark, cfg.evaluate.input)
@@ -183,7 +192,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = No
                      else "the training data (in-sample)")
         else:
             values, where = model_metrics(trained, table, cfg), cfg.evaluate.input
-        # BigQuery ML's column order (metadata.json stores the metrics with sorted keys).
+        # BigQuery ML's column order (the model's metadata stores the metrics with sorted keys).
         names = implicit_stage.IMPLICIT_METRICS if trained.implicit else schemas.EXPLICIT_METRICS
         values = {name: values.get(name) for name in names}
         schema = StructType([StructField(name, DoubleType(), True) for name in names])
@@ -202,7 +211,7 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
                   trained: Optional[model_stage.TrainedModel] = None) -> Report:
     """ML.RECOMMEND into ``recommend`` and the top-k table ``recommend_top5``."""
     report = report or Report("recommend")
-    sink = make_sink(cfg.sink)
+    sink = make_sink(cfg)
     trained = trained or _load_model(spark, sink, cfg)
     m, rec = cfg.model, cfg.recommend
     pred_col = recommend_stage.prediction_column(trained, m.rating_col)
@@ -246,7 +255,7 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> Report:
     report = Report("pipeline")
     run_ingest(spark, cfg, report)
     run_train(spark, cfg, report)
-    sink = make_sink(cfg.sink)
+    sink = make_sink(cfg)
     trained = _load_model(spark, sink, cfg)
     run_evaluate(spark, cfg, report, trained)
     run_recommend(spark, cfg, report, trained)

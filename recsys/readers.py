@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -59,7 +59,7 @@ def resolve_files(source: SourceConfig) -> SourceFiles:
     assert ratings is not None  # guaranteed by config validation
     checked = []
     for label, path in (("source.ratings", ratings), ("source.movies", movies)):
-        if path is not None and _is_local(path):
+        if path is not None and source.format != "bigquery" and _is_local(path):
             local = os.path.abspath(_local_path(path))
             if not os.path.isfile(local):
                 raise InputError(f"{label}: file not found: {path}")
@@ -70,24 +70,36 @@ def resolve_files(source: SourceConfig) -> SourceFiles:
     return SourceFiles(ratings=checked[0], movies=checked[1])
 
 
-def read_ratings(spark: SparkSession, source: SourceConfig, path: str) -> DataFrame:
-    """Parse a ratings file into PARSED_RATINGS_SCHEMA rows (good and bad)."""
+TableReader = Callable[[str], DataFrame]
+
+
+def read_ratings(spark: SparkSession, source: SourceConfig, path: str,
+                 table_reader: Optional[TableReader] = None) -> DataFrame:
+    """Parse a ratings file (or table) into PARSED_RATINGS_SCHEMA rows (good and bad).
+
+    ``table_reader`` turns a table reference into a DataFrame for table sources (BigQuery).
+    """
     cols = source.rating_columns
     columns = (cols.user, cols.item, cols.rating, cols.timestamp)
-    if source.format == "parquet":
-        return _read_parquet(spark, path, columns, formats._mapped_rating, PARSED_RATINGS_SCHEMA)
+    if source.format in ("parquet", "bigquery"):
+        table = _table(spark, source, path, table_reader)
+        return _parse_table(spark, table, path, columns, formats._mapped_rating,
+                            PARSED_RATINGS_SCHEMA)
     lines = _text_lines(spark, path)
     header = _header(lines, source, path) if source.format == "csv" else ()
     parser = _parser_or_fail(formats.ratings_parser, source, header, columns, path)
     return _parse(spark, lines, parser, PARSED_RATINGS_SCHEMA, has_header=bool(parser.header))
 
 
-def read_movies(spark: SparkSession, source: SourceConfig, path: str) -> DataFrame:
-    """Parse a movies file into PARSED_MOVIES_SCHEMA rows (good and bad)."""
+def read_movies(spark: SparkSession, source: SourceConfig, path: str,
+                table_reader: Optional[TableReader] = None) -> DataFrame:
+    """Parse a movies file (or table) into PARSED_MOVIES_SCHEMA rows (good and bad)."""
     cols = source.movie_columns
     columns = (cols.movie_id, cols.title, cols.genre)
-    if source.format == "parquet":
-        return _read_parquet(spark, path, columns, formats._mapped_movie, PARSED_MOVIES_SCHEMA)
+    if source.format in ("parquet", "bigquery"):
+        table = _table(spark, source, path, table_reader)
+        return _parse_table(spark, table, path, columns, formats._mapped_movie,
+                            PARSED_MOVIES_SCHEMA)
     encoding = source.encoding or formats.MOVIES_ENCODING[source.format]
     lines = _small_text_lines(spark, path, encoding)
     header = _header(lines, source, path) if source.format == "csv" else ()
@@ -183,10 +195,20 @@ def _parse(spark: SparkSession, lines, parser: formats.LineParser, schema: Struc
     return spark.createDataFrame(rows, schema)
 
 
-def _read_parquet(spark: SparkSession, path: str, columns: Sequence[Optional[str]],
-                  convert: Callable[[Sequence[Optional[str]]], tuple],
-                  schema: StructType) -> DataFrame:
-    table = spark.read.parquet(path)
+def _table(spark: SparkSession, source: SourceConfig, path: str,
+           table_reader: Optional[TableReader]) -> DataFrame:
+    if source.format == "parquet":
+        return spark.read.parquet(path)
+    assert table_reader is not None, "a BigQuery source needs a table reader"
+    return table_reader(path)
+
+
+def _parse_table(spark: SparkSession, table: DataFrame, path: str,
+                 columns: Sequence[Optional[str]],
+                 convert: Callable[[Sequence[Optional[str]]], tuple],
+                 schema: StructType) -> DataFrame:
+    """Validate a typed table's rows with the same rules as text lines; the line number is the
+    row's position as read (1-based) and ``raw`` the row's values as JSON."""
     missing = [c for c in columns if c is not None and c not in table.columns]
     if missing:
         raise InputError(f"{path}: no column {missing[0]!r} (columns: {', '.join(table.columns)})")

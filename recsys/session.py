@@ -26,6 +26,41 @@ DEFAULT_CONF = {
 }
 
 
+# spark-bigquery-connector per Spark line, pinned. Dataproc images and Serverless runtimes ship
+# their own copy, which "auto" uses instead (see connector_conf).
+CONNECTORS = {
+    "3.5": "com.google.cloud.spark:spark-3.5-bigquery:0.42.1",
+    "4.0": "com.google.cloud.spark:spark-4.0-bigquery:0.44.2",
+}
+# Where Dataproc images and Serverless runtimes keep Spark's jars.
+PROVIDED_JAR_DIRS = ("/usr/lib/spark/jars", "/usr/local/share/google/dataproc/lib")
+
+
+def connector_conf(connector: str, spark_version: str,
+                   jar_dirs: tuple = PROVIDED_JAR_DIRS) -> dict:
+    """Spark settings that put the BigQuery connector on the classpath.
+
+    ``connector``: ``auto`` (the pinned artifact for this Spark line, unless a provided one is
+    found, as on Dataproc), ``provided`` (nothing to add), or a Maven coordinate. Jars come from
+    Maven Central through Spark's own resolver and are cached in ``~/.ivy2``.
+
+    >>> connector_conf("auto", "3.5.8", jar_dirs=())
+    {'spark.jars.packages': 'com.google.cloud.spark:spark-3.5-bigquery:0.42.1'}
+    >>> connector_conf("provided", "4.0.1")
+    {}
+    """
+    if connector == "provided":
+        return {}
+    if connector != "auto":
+        return {"spark.jars.packages": connector}
+    for folder in jar_dirs:
+        if os.path.isdir(folder) and any("bigquery" in name for name in os.listdir(folder)):
+            return {}
+    line = ".".join(spark_version.split(".")[:2])
+    coordinate = CONNECTORS.get(line) or CONNECTORS["4.0" if line.startswith("4") else "3.5"]
+    return {"spark.jars.packages": coordinate}
+
+
 def build_session(spark_cfg: Optional[SparkConfig] = None,
                   extra_conf: Optional[Mapping[str, str]] = None) -> SparkSession:
     """Create (or attach to) the SparkSession described by ``spark_cfg``.

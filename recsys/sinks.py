@@ -19,7 +19,6 @@ from typing import Callable, Optional, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
 
-from recsys.config import SinkConfig
 from recsys.errors import ConfigError, InputError
 
 VERSIONS_DIR = ".versions"
@@ -56,6 +55,11 @@ class LocalWarehouse:
     def model_path(self, name: str) -> str:
         """Where model ``name`` is read from (``<dataset>/_models/<name>``)."""
         return os.path.join(self.dataset_dir, MODELS_DIR, name)
+
+    def model_location(self, spark: SparkSession, name: str) -> str:
+        """The folder holding the current version of model ``name``."""
+        del spark  # the link already points at the current version
+        return self.model_path(name)
 
     def exists(self, name: str) -> bool:
         """True when table ``name`` has been written."""
@@ -114,19 +118,71 @@ def _prune(versions: str, current: str) -> None:
             shutil.rmtree(os.path.join(versions, entry), ignore_errors=True)
 
 
-def make_sink(cfg: SinkConfig) -> LocalWarehouse:
-    """The sink named by ``sink.type``."""
-    if cfg.type == "local":
-        return LocalWarehouse(cfg.path, cfg.dataset)
-    raise ConfigError(f"sink.type {cfg.type!r} is not supported")
+class VersionedModelStore:
+    """Models under any Hadoop path (``gs://...``) without links or renames: each save writes a
+    new folder ``<root>/<dataset>/_models/<name>/<version>/``; the newest folder whose
+    ``metadata`` exists (written last) is the current model, so an unfinished save is ignored.
+    Old versions are not deleted (that needs a filesystem client; use a bucket lifecycle rule).
+    """
+
+    def __init__(self, root: str, dataset: str):
+        self.base = f"{root.rstrip('/')}/{dataset}/{MODELS_DIR}"
+
+    def model_path(self, name: str) -> str:
+        """Folder of model ``name``'s versions."""
+        return f"{self.base}/{name}"
+
+    def save_model(self, name: str, save: Callable[[str], None]) -> str:
+        """Write a new version of model ``name``."""
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = f"{self.model_path(name)}/{stamp}-{uuid.uuid4().hex[:8]}"
+        save(target)
+        return target
+
+    def model_location(self, spark: SparkSession, name: str) -> str:
+        """The newest complete version of model ``name``."""
+        from pyspark.errors import AnalysisException
+        from pyspark.sql import functions as F
+
+        try:
+            files = spark.read.text(f"{self.model_path(name)}/*/metadata").select(
+                F.input_file_name().alias("f")).distinct().collect()
+        except AnalysisException:
+            files = []
+        versions = sorted(row.f.rsplit("/metadata/", 1)[0] for row in files)
+        if not versions:
+            raise InputError(f"no trained model at {self.model_path(name)} (run the train job first)")
+        return versions[-1]
 
 
-def resolve_table(sink: LocalWarehouse, spark: SparkSession, ref: Optional[str]) -> Optional[DataFrame]:
-    """A table reference from config: a table name in the sink's dataset, or a Parquet path."""
+def model_store(root: str, dataset: str):
+    """Versioned model folders: linked local ones, or plain folders on a remote filesystem."""
+    if "://" in root and not root.startswith("file://"):
+        return VersionedModelStore(root, dataset)
+    return LocalWarehouse(root, dataset)
+
+
+def make_sink(cfg):
+    """The sink named by ``sink.type`` (``cfg`` is the whole ``Config``)."""
+    if cfg.sink.type == "local":
+        return LocalWarehouse(cfg.sink.path, cfg.sink.dataset)
+    if cfg.sink.type == "bigquery":
+        from recsys.bigquery import BigQuerySink
+
+        return BigQuerySink(cfg.bigquery, cfg.sink.dataset,
+                            model_store(cfg.sink.path, cfg.sink.dataset))
+    raise ConfigError(f"sink.type {cfg.sink.type!r} is not supported")
+
+
+def resolve_table(sink, spark: SparkSession, ref: Optional[str]) -> Optional[DataFrame]:
+    """A table reference from config: a table name of the sink's dataset, a Parquet path, or
+    (BigQuery sink) a ``dataset.table`` id or a ``SELECT`` query."""
     if ref is None:
         return None
     if "/" in ref or os.sep in ref:
         if "://" not in ref and not os.path.exists(os.path.expanduser(ref)):
             raise InputError(f"table path not found: {ref}")
         return spark.read.parquet(os.path.expanduser(ref))
+    if hasattr(sink, "connection") and ("." in ref or " " in ref.strip()):
+        return sink.connection.read(spark, ref, sink.dataset)
     return sink.read(spark, ref)

@@ -14,7 +14,7 @@ two models, not raw factors.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys import schemas
@@ -58,7 +58,6 @@ def embeddings(model: TrainedModel) -> DataFrame:
     return parts[0].unionByName(parts[1])
 
 
-def _by(col: str):
-    from pyspark.sql import Window
-
+def _by(col: str) -> Window:
+    # One row per user or item: a global ordering window is small enough here.
     return Window.orderBy(F.col(col).asc())
