@@ -321,6 +321,12 @@ def _validate(cfg: Config) -> None:
          f"got {cfg.bigquery.write_method!r}")
     need(cfg.bigquery.write_method != "indirect" or cfg.bigquery.temporary_gcs_bucket is not None,
          "bigquery.write_method indirect needs bigquery.temporary_gcs_bucket")
+    if src.format == "bigquery" and cfg.sink.type == "bigquery":
+        for key, ref in (("source.ratings", src.ratings), ("source.movies", src.movies)):
+            clash = ref is not None and ref.split(".")[-2:] in (
+                [cfg.sink.dataset, "ratings"], [cfg.sink.dataset, "movies"])
+            need(not clash, f"{key} {ref!r} would be overwritten by the ingest job's output; "
+                            f"write to another sink.dataset")
     need(len(src.delimiter) == 1, f"source.delimiter must be one character, got {src.delimiter!r}")
     need(ing.rating_min < ing.rating_max,
          f"ingest.rating_min ({ing.rating_min}) must be below ingest.rating_max ({ing.rating_max})")
