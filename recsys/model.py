@@ -158,7 +158,8 @@ def _intercept_step(ratings, other, other_col, own_col, rating, global_mean, l2_
     step = joined.groupBy(own_col).agg(
         (F.sum(rating - F.lit(global_mean) - F.col("_other"))
          / (F.count(F.lit(1)) + F.lit(l2_reg))).alias(INTERCEPT))
-    return step.localCheckpoint(eager=True)  # cut the lineage between sweeps
+    # Cut the lineage between sweeps; a reliable checkpoint survives a lost executor.
+    return step.checkpoint(eager=True)
 
 
 # --- prediction --------------------------------------------------------------------------------
@@ -276,10 +277,11 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     for k in schedule:
         start = time.perf_counter()
         model = assemble(als(k))
-        model = replace(model, users=model.users.localCheckpoint(eager=True),
-                        items=model.items.localCheckpoint(eager=True))
-        loss = training_loss(model, ratings, **cols)
-        eval_loss = training_loss(model, eval_ratings, **cols) if eval_ratings is not None else None
+        model = replace(model, users=model.users.checkpoint(eager=True),
+                        items=model.items.checkpoint(eager=True))
+        loss = training_loss(model, ratings, col_rating=cfg.rating_col)
+        eval_loss = (training_loss(model, eval_ratings, col_rating=cfg.rating_col)
+                     if eval_ratings is not None else None)
         history.append({"training_run": 0, "iteration": k - 1, "loss": loss, "eval_loss": eval_loss,
                         "learning_rate": None,
                         "duration_ms": int(round((time.perf_counter() - start) * 1000))})
@@ -296,14 +298,12 @@ def _rel_progress(history: List[Dict[str, Any]]) -> float:
     return (before - after) / before if before else 0.0
 
 
-def training_loss(model: TrainedModel, ratings: DataFrame, *, col_user: str, col_item: str,
-                  col_rating: str) -> float:
+def training_loss(model: TrainedModel, ratings: DataFrame, *, col_rating: str) -> float:
     """ML.TRAINING_INFO's loss: MSE of the predictions over ``ratings``.
 
     Implicit models: mean of (1 - prediction)^2 over the observed (positive) rows, i.e. the
     preference error where p = 1; the unobserved pairs' part of the weighted loss is left out.
     """
-    del col_user, col_item
     scored = score_pairs(model, ratings, "_pred")
     target = F.lit(1.0) if model.implicit else F.col(col_rating)
     value = scored.agg(F.avg(F.pow(target - F.col("_pred"), 2))).head()[0]

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from emulator import BQEMULATOR, BigQueryEmulator
+from .emulator import BQEMULATOR, BigQueryEmulator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONNECTOR = "com.google.cloud.spark:spark-3.5-bigquery:0.42.1"

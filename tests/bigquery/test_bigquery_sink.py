@@ -163,6 +163,22 @@ def test_bigquery_source_table_and_query(pipeline_run, bq_spark, bq_emulator, tm
     assert len(got) == int((ratings.userId <= 10).sum())
 
 
+def test_access_token_is_never_written(pipeline_run):
+    """The token passed through bigquery.access_token_env appears in no file the run wrote."""
+    import os
+
+    cfg, report, _ = pipeline_run
+    token = os.environ[TOKEN_ENV]
+    assert token not in report.render()
+    seen = 0
+    for folder, _, files in os.walk(cfg.sink.path):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as fh:
+                assert token.encode() not in fh.read(), os.path.join(folder, name)
+            seen += 1
+    assert seen > 0   # the model files were scanned
+
+
 def test_evaluate_reads_the_model_back(pipeline_run, bq_spark):
     cfg, report, _ = pipeline_run
     again = run_evaluate(bq_spark, cfg)
