@@ -34,7 +34,7 @@ def run_job(job_fn: Callable, argv: Sequence[str], *, job: str, description: str
         cfg: Config = load_config(args.config, args.overrides)
         from recsys.session import build_session  # imported late: config errors need no JVM
 
-        spark = build_session(cfg.spark, session_conf(cfg))
+        spark = build_session(cfg.spark, session_conf(cfg, job))
         report = job_fn(spark, cfg)
         print(report.render(), flush=True)
         return 0
@@ -51,15 +51,28 @@ def run_job(job_fn: Callable, argv: Sequence[str], *, job: str, description: str
             spark.stop()
 
 
-def session_conf(cfg: Config) -> dict:
-    """Extra Spark settings the config implies (the BigQuery connector when BigQuery is used)."""
-    if cfg.sink.type != "bigquery" and cfg.source.format != "bigquery":
-        return {}
+def session_conf(cfg: Config, job: Optional[str] = None) -> dict:
+    """Extra Spark settings the config implies (the BigQuery connector when BigQuery is used;
+    for the compare job also when a compared table is in BigQuery, and spark-avro when a compared
+    file is Avro)."""
     import pyspark
 
     from recsys.session import connector_conf
 
-    return connector_conf(cfg.bigquery.connector, pyspark.__version__)
+    refs = cfg.compare.refs() if job == "compare" else []
+    bigquery = (cfg.sink.type == "bigquery" or cfg.source.format == "bigquery"
+                or any(ref.is_bigquery() for _, ref in refs))
+    conf = connector_conf(cfg.bigquery.connector, pyspark.__version__) if bigquery else {}
+    if any(ref.resolved_format() == "avro" for _, ref in refs):
+        from recsys.compare import avro_conf
+
+        packages = [p for p in (cfg.spark.conf.get("spark.jars.packages"),
+                                conf.get("spark.jars.packages"),
+                                avro_conf(cfg.compare.avro_package, pyspark.__version__))
+                    if p]
+        if packages:
+            conf["spark.jars.packages"] = ",".join(dict.fromkeys(packages))
+    return conf
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import yaml
 
@@ -33,6 +33,11 @@ TRAINING_INFO_MODES = ("final", "every_iteration")
 SPLIT_METHODS = ("no_split", "auto_split", "random", "custom", "seq")
 SINK_TYPES = ("local", "bigquery")
 WRITE_METHODS = ("direct", "indirect")
+COMPARE_FORMATS = ("csv", "json", "parquet", "avro")
+# File extensions a compare input's format is inferred from when `format` is not given.
+COMPARE_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
+                      ".parquet": "parquet", ".avro": "avro"}
+COMPARE_OUTPUTS = ("evaluate", "training_info", "recommend", "top5", "weights")
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,21 @@ class RecommendConfig:
     top_k: int = 5
     exclude_rated: bool = False
     write_all_pairs: bool = True
+    min_item_ratings: int = 0
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Hyperparameter search (BigQuery ML's NUM_TRIALS): trials on a validation split carved
+    from the training rows; the best trial's options train the model."""
+
+    num_trials: int = 0
+    algorithm: str = "grid"
+    num_factors: Tuple[int, ...] = (16, 34, 64)
+    l2_reg: Tuple[float, ...] = (2.0, 5.0, 10.0)
+    reg_param: Tuple[float, ...] = (0.05, 0.1, 0.15, 0.2)
+    wals_alpha: Tuple[float, ...] = (40.0,)
+    validation_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,71 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
+class CompareTableRef:
+    """One table to compare: files (``path``, a path or glob, with their ``format``) or a table
+    (``table``: a BigQuery id ``[project.]dataset.table`` or ``SELECT`` query, or a bare name of
+    the sink's dataset)."""
+
+    path: Optional[str] = None
+    format: Optional[str] = None
+    table: Optional[str] = None
+
+    def resolved_format(self) -> Optional[str]:
+        """``format``, or the one implied by the path's extension (None for a table)."""
+        if self.path is None:
+            return None
+        if self.format is not None:
+            return self.format
+        base = self.path.rstrip("/").rsplit("/", 1)[-1].lower()
+        for ext, fmt in COMPARE_EXTENSIONS.items():
+            if base.endswith(ext) or base.endswith(ext + "*") or f"{ext}." in base:
+                return fmt
+        return None
+
+    def is_bigquery(self) -> bool:
+        """A BigQuery table id or query (read through the connector)."""
+        ref = (self.table or "").strip()
+        return self.path is None and ("." in ref or " " in ref)
+
+
+@dataclass(frozen=True)
+class CompareTables:
+    """The five BigQuery ML outputs of one side; None = not compared (BigQuery ML side) or the
+    sink's table of that name (recsys side)."""
+
+    evaluate: Optional[CompareTableRef] = None
+    training_info: Optional[CompareTableRef] = None
+    recommend: Optional[CompareTableRef] = None
+    top5: Optional[CompareTableRef] = None
+    weights: Optional[CompareTableRef] = None
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """The compare job: BigQuery ML's outputs against a recsys run's."""
+
+    bqml: CompareTables = field(default_factory=CompareTables)
+    recsys: CompareTables = field(default_factory=CompareTables)
+    ratings: Optional[CompareTableRef] = None
+    movies: Optional[CompareTableRef] = None
+    output: str = "compare_report"
+    top_k: int = 5
+    bins: int = 40
+    avro_package: str = "auto"
+
+    def refs(self):
+        """Every configured reference as (dotted key, ref)."""
+        out = []
+        for side in ("bqml", "recsys"):
+            tables = getattr(self, side)
+            out += [(f"compare.{side}.{name}", getattr(tables, name)) for name in COMPARE_OUTPUTS
+                    if getattr(tables, name) is not None]
+        out += [(f"compare.{name}", getattr(self, name)) for name in ("ratings", "movies")
+                if getattr(self, name) is not None]
+        return out
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job configuration."""
 
@@ -166,9 +251,11 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     bigquery: BigQueryConfig = field(default_factory=BigQueryConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def load_config(path: Optional[str], overrides: typing.Sequence[str] = ()) -> Config:
@@ -273,6 +360,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
         return types.MappingProxyType({str(k): _scalar_str(v) for k, v in value.items()})
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"config key '{key}' must be a non-empty list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
     if value is None:
         raise ConfigError(f"config key '{key}' must not be empty")
     if tp is bool:
@@ -355,7 +446,16 @@ def _validate(cfg: Config) -> None:
          f"model.data_split_eval_fraction must be between 0 and 1, got {mod.data_split_eval_fraction}")
     need(mod.data_split_method.lower() not in ("custom", "seq") or mod.data_split_col is not None,
          f"model.data_split_method {mod.data_split_method} needs model.data_split_col")
+    tun = cfg.tuning
+    need(tun.num_trials >= 0, f"tuning.num_trials must be >= 0, got {tun.num_trials}")
+    need(tun.algorithm in ("grid", "random"),
+         f"tuning.algorithm must be grid or random, got {tun.algorithm!r}")
+    need(0.0 < tun.validation_fraction < 1.0,
+         f"tuning.validation_fraction must be between 0 and 1, got {tun.validation_fraction}")
+    need(all(2 <= f <= 200 for f in tun.num_factors), "tuning.num_factors must be within 2..200")
     need(rec.top_k >= 1, f"recommend.top_k must be >= 1, got {rec.top_k}")
+    need(rec.min_item_ratings >= 0,
+         f"recommend.min_item_ratings must be >= 0, got {rec.min_item_ratings}")
     need(cfg.sink.type in SINK_TYPES,
          f"sink.type must be one of {', '.join(SINK_TYPES)}, got {cfg.sink.type!r}")
     for key, value in (("sink.dataset", cfg.sink.dataset), ("model.name", mod.name)):
@@ -364,6 +464,23 @@ def _validate(cfg: Config) -> None:
     for key, value in (("model.user_col", mod.user_col), ("model.item_col", mod.item_col),
                        ("model.rating_col", mod.rating_col)):
         need(_is_identifier(value), f"{key} must be a column name, got {value!r}")
+    _validate_compare(cfg.compare, need)
+
+
+def _validate_compare(cmp: CompareConfig, need) -> None:
+    need(cmp.top_k >= 1, f"compare.top_k must be >= 1, got {cmp.top_k}")
+    need(2 <= cmp.bins <= 200, f"compare.bins must be between 2 and 200, got {cmp.bins}")
+    need(bool(cmp.output.strip()), "compare.output must not be empty")
+    need(bool(cmp.avro_package.strip()), "compare.avro_package must not be empty")
+    for key, ref in cmp.refs():
+        need((ref.path is None) != (ref.table is None),
+             f"{key} needs exactly one of 'path' (files) or 'table'")
+        need(ref.format is None or ref.format in COMPARE_FORMATS,
+             f"{key}.format must be one of {', '.join(COMPARE_FORMATS)}, got {ref.format!r}")
+        need(ref.format is None or ref.path is not None, f"{key}.format applies to 'path' only")
+        need(ref.path is None or ref.resolved_format() is not None,
+             f"{key}.format is needed: cannot tell the format of {ref.path!r} "
+             f"(one of {', '.join(COMPARE_FORMATS)})")
 
 
 def _is_identifier(value: str) -> bool:

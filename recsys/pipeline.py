@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from recsys import implicit_metrics as implicit_stage
@@ -20,6 +21,7 @@ from recsys import model as model_stage
 from recsys import recommend as recommend_stage
 from recsys import schemas
 from recsys import split as split_stage
+from recsys import tuning as tuning_stage
 from recsys import weights as weights_stage
 from recsys.config import Config
 from recsys.errors import ConfigError
@@ -120,6 +122,10 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
                 split_col=m.data_split_col, seed=m.seed, col_user=m.user_col, col_item=m.item_col)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
+        if cfg.tuning.num_trials > 0:
+            m, trials = tuning_stage.tune(spark, parts.train, m, cfg.tuning)
+            report.tables[schemas.TRIALS] = sink.write(schemas.TRIALS, trials.coalesce(1))
+            report.add(f"  tuning     {tuning_stage.trial_summary(sink.read(spark, schemas.TRIALS))}")
         trained = model_stage.fit(parts.train, m, parts.eval)
         scored_on = parts.eval if parts.eval is not None else parts.train
         metrics = model_metrics(trained, scored_on, cfg)
@@ -158,7 +164,12 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
 def model_metrics(trained: model_stage.TrainedModel, table: DataFrame,
                   cfg: Config) -> Dict[str, Optional[float]]:
     """ML.EVALUATE's metrics of ``trained`` on ``table`` (explicit or implicit set)."""
-    col_rating = cfg.model.rating_col
+    return model_metrics_for(trained, table, cfg.model.rating_col)
+
+
+def model_metrics_for(trained: model_stage.TrainedModel, table: DataFrame,
+                      col_rating: str) -> Dict[str, Optional[float]]:
+    """As ``model_metrics``, given the rating column."""
     pred_col = recommend_stage.prediction_column(trained, col_rating)
     if trained.implicit:
         users = table.select(trained.col_user).distinct()
@@ -224,6 +235,11 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
     with _Timer(report, "top_k"):
         movies = sink.read(spark, schemas.MOVIES) if sink.exists(schemas.MOVIES) else None
         exclude = resolve_table(sink, spark, m.input) if rec.exclude_rated else None
+        if rec.min_item_ratings > 0:
+            # Minimum support: items with too few training ratings never reach the top-k.
+            counts = resolve_table(sink, spark, m.input).groupBy(m.item_col).count()
+            supported = counts.where(F.col("count") >= rec.min_item_ratings).select(m.item_col)
+            predictions = predictions.join(supported, m.item_col)
         top = recommend_stage.top_k(predictions, k=rec.top_k, movies=movies, exclude=exclude,
                                     col_user=m.user_col, col_item=m.item_col,
                                     col_prediction=pred_col)

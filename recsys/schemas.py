@@ -6,6 +6,7 @@ FLOAT64 -> DoubleType, STRING -> StringType, TIMESTAMP -> TimestampType).
 
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DoubleType,
     LongType,
     StringType,
@@ -24,6 +25,7 @@ RECOMMEND_TOP = "recommend_top5"
 TRAINING_INFO = "training_info"
 WEIGHTS = "weights"
 EMBEDDINGS = "embeddings"
+TRIALS = "trials"
 GLOBAL_INTERCEPT_FEATURE = "global__intercept__"
 
 RATINGS_SCHEMA = StructType([
@@ -99,4 +101,91 @@ EMBEDDINGS_SCHEMA = StructType([
     StructField("processed_input", StringType(), False),
     StructField("feature", StringType(), True),
     StructField("ml_generate_embedding_result", ArrayType(DoubleType(), True), True),
+])
+
+# --- the compare job (BigQuery ML's outputs against a recsys run's) -----------------------------
+
+COMPARE_METRICS = "compare_metrics"
+COMPARE_TRAINING = "compare_training"
+COMPARE_PREDICTIONS = "compare_predictions"
+COMPARE_TOPK = "compare_topk"
+COMPARE_TOPK_SUMMARY = "compare_topk_summary"
+COMPARE_INTERCEPTS = "compare_intercepts"
+COMPARE_COUNTS = "compare_counts"
+
+COMPARE_METRICS_SCHEMA = StructType([
+    StructField("metric", StringType(), False),
+    StructField("bqml", DoubleType(), True),
+    StructField("recsys", DoubleType(), True),
+    StructField("difference", DoubleType(), True),  # recsys - bqml
+])
+
+COMPARE_TRAINING_SCHEMA = StructType([
+    StructField("iteration", LongType(), False),
+    StructField("bqml_loss", DoubleType(), True),
+    StructField("recsys_loss", DoubleType(), True),
+    StructField("bqml_eval_loss", DoubleType(), True),
+    StructField("recsys_eval_loss", DoubleType(), True),
+])
+
+COMPARE_PREDICTIONS_SCHEMA = StructType([
+    StructField("pairs_bqml", LongType(), False),
+    StructField("pairs_recsys", LongType(), False),
+    StructField("pairs_compared", LongType(), False),
+    StructField("pairs_bqml_only", LongType(), False),
+    StructField("pairs_recsys_only", LongType(), False),
+    StructField("rmse", DoubleType(), True),
+    StructField("mean_abs_difference", DoubleType(), True),
+    StructField("mean_difference", DoubleType(), True),  # recsys - bqml
+    StructField("pearson", DoubleType(), True),
+    StructField("spearman", DoubleType(), True),
+])
+
+COMPARE_TOPK_SCHEMA = StructType([
+    StructField("user", StringType(), False),
+    StructField("bqml_items", ArrayType(StringType(), True), True),
+    StructField("recsys_items", ArrayType(StringType(), True), True),
+    StructField("overlap", LongType(), False),
+    StructField("overlap_at_k", DoubleType(), False),
+    StructField("jaccard", DoubleType(), True),
+    StructField("same_set", BooleanType(), False),
+    StructField("same_order", BooleanType(), False),
+])
+
+COMPARE_TOPK_SUMMARY_SCHEMA = StructType([
+    StructField("k", LongType(), False),
+    StructField("matched_by", StringType(), False),
+    StructField("users_compared", LongType(), False),
+    StructField("users_bqml_only", LongType(), False),
+    StructField("users_recsys_only", LongType(), False),
+    StructField("mean_overlap_at_k", DoubleType(), True),
+    StructField("mean_jaccard", DoubleType(), True),
+    StructField("identical_sets", LongType(), False),
+    StructField("identical_order", LongType(), False),
+    StructField("catalogue_size", LongType(), True),
+    StructField("bqml_distinct_items", LongType(), False),
+    StructField("recsys_distinct_items", LongType(), False),
+    StructField("bqml_coverage", DoubleType(), True),
+    StructField("recsys_coverage", DoubleType(), True),
+    StructField("bqml_mean_rating_count", DoubleType(), True),
+    StructField("recsys_mean_rating_count", DoubleType(), True),
+    StructField("bqml_median_rating_count", DoubleType(), True),
+    StructField("recsys_median_rating_count", DoubleType(), True),
+])
+
+COMPARE_INTERCEPTS_SCHEMA = StructType([
+    StructField("processed_input", StringType(), True),  # user / item column; NULL = global
+    StructField("feature", StringType(), True),
+    StructField("bqml", DoubleType(), True),
+    StructField("recsys", DoubleType(), True),
+    StructField("difference", DoubleType(), True),
+])
+
+COMPARE_COUNTS_SCHEMA = StructType([
+    StructField("what", StringType(), False),
+    StructField("bqml", LongType(), True),
+    StructField("recsys", LongType(), True),
+    StructField("compared", LongType(), True),
+    StructField("bqml_only", LongType(), True),
+    StructField("recsys_only", LongType(), True),
 ])

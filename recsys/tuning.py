@@ -1,0 +1,108 @@
+"""Hyperparameter tuning, like BigQuery ML's NUM_TRIALS.
+
+Trials are drawn from the grid ``tuning.num_factors x l2_reg x reg_param (x wals_alpha)``:
+``grid`` takes the first ``num_trials`` combinations in a fixed order, ``random`` a seeded sample
+of ``num_trials`` of them. Each trial trains on the training rows minus a validation split
+carved from them (RANDOM, ``validation_fraction``, the model seed) and is scored on that split:
+explicit models by MEAN_SQUARED_ERROR (BigQuery ML's objective), implicit ones by
+mean_average_precision. The test rows are never seen. The best trial's options then train the
+final model on all training rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import (BooleanType, DoubleType, LongType, StructField, StructType)
+
+from recsys.config import ModelConfig, TuningConfig
+from recsys.model import fit
+from recsys.split import split_ratings
+
+TRIALS_SCHEMA = StructType([
+    StructField("trial_id", LongType(), False),
+    StructField("num_factors", LongType(), False),
+    StructField("l2_reg", DoubleType(), False),
+    StructField("reg_param", DoubleType(), True),
+    StructField("wals_alpha", DoubleType(), True),
+    StructField("objective", DoubleType(), True),
+    StructField("eval_rmse", DoubleType(), True),
+    StructField("duration_ms", LongType(), False),
+    StructField("is_optimal", BooleanType(), False),
+])
+
+
+def candidates(tuning: TuningConfig, *, implicit: bool, seed: int) -> List[Dict[str, Any]]:
+    """The trials' hyperparameters, in trial order.
+
+    >>> from recsys.config import TuningConfig
+    >>> t = TuningConfig(num_trials=3, num_factors=(8, 16), l2_reg=(1.0,), reg_param=(0.1, 0.2))
+    >>> [(c["num_factors"], c["reg_param"]) for c in candidates(t, implicit=False, seed=1)]
+    [(8, 0.1), (8, 0.2), (16, 0.1)]
+    """
+    alphas = tuning.wals_alpha if implicit else (None,)
+    grid = [dict(num_factors=f, l2_reg=l2, reg_param=rp, wals_alpha=a)
+            for f, l2, rp, a in itertools.product(tuning.num_factors, tuning.l2_reg,
+                                                  tuning.reg_param, alphas)]
+    if tuning.algorithm == "random" and tuning.num_trials < len(grid):
+        return random.Random(seed).sample(grid, tuning.num_trials)
+    return grid[: tuning.num_trials]
+
+
+def tune(spark: SparkSession, train: DataFrame, model_cfg: ModelConfig, tuning: TuningConfig,
+         ) -> Tuple[ModelConfig, DataFrame]:
+    """Run the trials; returns the best trial's ModelConfig and the ``trials`` table."""
+    from recsys.pipeline import model_metrics_for  # late: pipeline imports this module
+
+    implicit = model_cfg.feedback_type == "implicit"
+    parts = split_ratings(train, method="RANDOM", eval_fraction=tuning.validation_fraction,
+                          seed=model_cfg.seed, col_user=model_cfg.user_col,
+                          col_item=model_cfg.item_col)
+    fit_rows, valid_rows = parts.train.cache(), parts.eval.cache()
+    results: List[Dict[str, Any]] = []
+    for trial_id, params in enumerate(candidates(tuning, implicit=implicit, seed=model_cfg.seed)):
+        cfg = dataclasses.replace(model_cfg, num_factors=params["num_factors"],
+                                  l2_reg=params["l2_reg"], reg_param=params["reg_param"],
+                                  wals_alpha=params["wals_alpha"] or model_cfg.wals_alpha,
+                                  training_info="final", data_split_method="no_split")
+        start = time.perf_counter()
+        model = fit(fit_rows, cfg)
+        metrics = model_metrics_for(model, valid_rows, model_cfg.rating_col)
+        objective = metrics["mean_average_precision" if implicit else "mean_squared_error"]
+        results.append({
+            "trial_id": trial_id, **params, "objective": objective,
+            "eval_rmse": None if implicit else objective ** 0.5,
+            "duration_ms": int(round((time.perf_counter() - start) * 1000)), "cfg": cfg,
+        })
+    fit_rows.unpersist()
+    valid_rows.unpersist()
+    best = _best(results, maximise=implicit)
+    rows = [tuple(({**r, "is_optimal": r is best}).get(f.name) for f in TRIALS_SCHEMA.fields)
+            for r in results]
+    final_cfg = dataclasses.replace(best["cfg"], training_info=model_cfg.training_info,
+                                    data_split_method=model_cfg.data_split_method)
+    return final_cfg, spark.createDataFrame(rows, TRIALS_SCHEMA)
+
+
+def _best(results: List[Dict[str, Any]], maximise: bool) -> Dict[str, Any]:
+    scored = [r for r in results if r["objective"] is not None]
+    if not scored:
+        raise ValueError("no tuning trial produced a score")
+    key = (lambda r: (-r["objective"], r["trial_id"])) if maximise else \
+        (lambda r: (r["objective"], r["trial_id"]))
+    return min(scored, key=key)
+
+
+def trial_summary(trials: DataFrame) -> Optional[str]:
+    """One line describing the optimal trial."""
+    best = trials.where("is_optimal").head()
+    if best is None:
+        return None
+    return (f"best of {trials.count()} trials: trial {best.trial_id} (num_factors "
+            f"{best.num_factors}, l2_reg {best.l2_reg:g}, reg_param {best.reg_param}, "
+            f"validation objective {best.objective:.4f})")

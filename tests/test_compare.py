@@ -1,0 +1,513 @@
+"""The compare job: BigQuery ML's exports (in its exact formats) against a recsys run, every
+number checked against pandas/numpy oracles computed here from the fixture rows."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO
+from recsys.config import load_config
+from recsys.errors import ConfigError, InputError
+
+pytestmark = pytest.mark.spark
+
+# The tutorial's published rows (../shared/docs/bqml-reference.md).
+TUTORIAL_EVALUATE = {"mean_absolute_error": 0.48494, "mean_squared_error": 0.39434,
+                     "mean_squared_log_error": 0.025438, "median_absolute_error": 0.39017,
+                     "r2_score": 0.68400, "explained_variance": 0.68400}
+TUTORIAL_LOSS = {9: 0.4038, 10: 0.3979, 11: 0.3943}
+RECSYS_EVALUATE = {"mean_absolute_error": 0.5012, "mean_squared_error": 0.4101,
+                   "mean_squared_log_error": 0.0263, "median_absolute_error": 0.4033,
+                   "r2_score": 0.6711, "explained_variance": 0.6712}
+K = 5
+
+
+# --- oracles -----------------------------------------------------------------------------------
+
+def average_ranks(x):
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def pearson(x, y):
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    xc, yc = x - x.mean(), y - y.mean()
+    return float((xc * yc).sum() / np.sqrt((xc ** 2).sum() * (yc ** 2).sum()))
+
+
+def spearman(x, y):
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def top_lists(frame, key="item_id", k=K):
+    ordered = frame.sort_values(["user_id", "predicted_rating", "item_id"],
+                                ascending=[True, False, True])
+    return {u: g[key].head(k).tolist() for u, g in ordered.groupby("user_id")}
+
+
+# --- writers of BigQuery ML's export formats ----------------------------------------------------
+
+def write_bq_json(path, rows):
+    """bq extract NEWLINE_DELIMITED_JSON: INT64 as JSON strings, NULL fields left out."""
+    def enc(v):
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, (int, np.integer)):
+            return str(int(v))
+        if isinstance(v, dict):
+            return {k: enc(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [enc(x) for x in v]
+        return float(v) if isinstance(v, (float, np.floating)) else v
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(enc(row), separators=(",", ":")) + "\n")
+
+
+def _zz(n):
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _avro_value(schema, value):
+    if isinstance(schema, list):  # ["null", T]: BigQuery's NULLABLE
+        return _zz(0) if value is None else _zz(1) + _avro_value(schema[1], value)
+    if schema == "long":
+        return _zz(int(value))
+    if schema == "double":
+        return struct.pack("<d", float(value))
+    if schema == "string":
+        data = value.encode("utf-8")
+        return _zz(len(data)) + data
+    raise AssertionError(schema)
+
+
+def write_bq_avro(path, fields, rows):
+    """bq extract AVRO (null codec): record 'Root', NULLABLE columns as unions with null."""
+    schema = {"type": "record", "name": "Root",
+              "fields": [{"name": n, "type": ["null", t]} for n, t in fields]}
+    sync = bytes(range(16))
+    meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
+    head = b"Obj\x01" + _zz(len(meta))
+    for key, value in meta.items():
+        head += _avro_value("string", key) + _zz(len(value)) + value
+    head += _zz(0) + sync
+    body = b"".join(_avro_value(["null", t], row[n]) for row in rows for n, t in fields)
+    with open(path, "wb") as fh:
+        fh.write(head + _zz(len(rows)) + _zz(len(body)) + body + sync)
+
+
+def write_table(root, name, frame, schema=None):
+    folder = os.path.join(root, "bqml_tutorial", name)
+    os.makedirs(folder, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False),
+                   os.path.join(folder, "part-00000.parquet"))
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A recsys run (sink tables, INT64 ids) and BigQuery ML's exports of the same model shape.
+
+    recsys: users 1..8 x items 1..12. BigQuery ML (a partial export): users 1..6 and 99, items
+    1..12 and 50, predictions = recsys + noise rounded to 0.1 (ties), user ids as STRING.
+    """
+    tmp = tmp_path_factory.mktemp("compare")
+    rng = np.random.default_rng(7)
+    users, items = np.arange(1, 9), np.arange(1, 13)
+    movies = pd.DataFrame({"movie_id": np.arange(1, 51, dtype="int64"),
+                           "movie_title": [f"Movie {i}, The ({1950 + i})" for i in range(1, 51)],
+                           "genre": ["Drama|Comedy"] * 50})
+    rec = pd.DataFrame([(u, i) for u in users for i in items], columns=["user_id", "item_id"])
+    rec["predicted_rating"] = 3 + rng.normal(0, 1, len(rec))
+    rec = rec[["predicted_rating", "user_id", "item_id"]].astype(
+        {"user_id": "int64", "item_id": "int64"})
+    ratings = pd.DataFrame({"user_id": rng.integers(1, 9, 60).astype("int64"),
+                            "item_id": rng.integers(1, 13, 60).astype("int64")}).drop_duplicates()
+    ratings["rating"] = rng.integers(1, 6, len(ratings)).astype(float)
+
+    bq = rec[rec.user_id <= 6].copy()
+    bq["predicted_rating"] = np.round(bq.predicted_rating + rng.normal(0, 0.3, len(bq)), 1)
+    extra = pd.DataFrame({"predicted_rating": [4.0, 3.5, 2.0, 9.94],
+                          "user_id": [99, 99, 1, 2], "item_id": [1, 2, 50, 50]})
+    bq = pd.concat([bq, extra], ignore_index=True)
+
+    wh = str(tmp / "wh")
+    write_table(wh, "recommend", rec)
+    write_table(wh, "ratings", ratings)
+    write_table(wh, "movies", movies)
+    write_table(wh, "evaluate", pd.DataFrame([RECSYS_EVALUATE]))
+    recsys_loss = {it: 0.9 - 0.04 * it for it in range(12)}
+    write_table(wh, "training_info", pd.DataFrame({
+        "training_run": 0, "iteration": list(recsys_loss), "loss": list(recsys_loss.values()),
+        "eval_loss": None, "learning_rate": None, "duration_ms": 1000}).astype(
+            {"training_run": "int64", "iteration": "int64", "eval_loss": "float64",
+             "learning_rate": "float64", "duration_ms": "int64"}))
+    titles = movies.set_index("movie_id").movie_title
+    top_r = top_lists(rec)
+    write_table(wh, "recommend_top5", pd.DataFrame({
+        "user_id": list(top_r),
+        "recommendations": [[{"item_id": i, "movie_title": titles[i], "genre": "Drama|Comedy",
+                              "predicted_rating": float(rec[(rec.user_id == u)
+                                                            & (rec.item_id == i)]
+                                                        .predicted_rating.iloc[0])}
+                             for i in lst] for u, lst in top_r.items()]}))
+    ints = {"user": {int(u): 3.0 + 0.1 * u for u in users},
+            "item": {int(i): -0.5 + 0.05 * i for i in items}}
+    write_table(wh, "weights", pd.DataFrame(
+        [("user_id", str(u), [{"factor": 1, "weight": 0.1}, {"factor": 2, "weight": 0.2}], b)
+         for u, b in ints["user"].items()]
+        + [("item_id", str(i), [{"factor": 1, "weight": 0.3}, {"factor": 2, "weight": 0.4}], b)
+           for i, b in ints["item"].items()]
+        + [(None, "global__intercept__", None, 3.5)],
+        columns=["processed_input", "feature", "factor_weights", "intercept"]))
+
+    # BigQuery ML's exports.
+    ex = tmp / "bqml"
+    ex.mkdir()
+    pd.DataFrame([TUTORIAL_EVALUATE]).to_csv(ex / "evaluate.csv", index=False)
+    write_bq_json(ex / "training_info.json", [
+        {"training_run": 0, "iteration": it, "loss": loss, "eval_loss": None,
+         "learning_rate": None, "duration_ms": 31000 + it} for it, loss in TUTORIAL_LOSS.items()])
+    bq_str = bq.assign(user_id=bq.user_id.astype(str))  # a STRING user column
+    pq.write_table(pa.Table.from_pandas(bq_str, preserve_index=False), ex / "recommend.parquet")
+    write_bq_avro(ex / "recommend-000000000000.avro",
+                  [("predicted_rating", "double"), ("user_id", "long"), ("item_id", "long")],
+                  bq.to_dict("records"))
+    bq_titled = bq.merge(movies, left_on="item_id", right_on="movie_id")  # the tutorial's join
+    top_b = top_lists(bq_titled)
+    write_bq_json(ex / "top5.json", [
+        {"user_id": int(u), "recommendations": [
+            {"movie_title": titles[i], "genre": "Drama|Comedy",
+             "predicted_rating": float(bq_titled[(bq_titled.user_id == u)
+                                                 & (bq_titled.item_id == i)]
+                                       .predicted_rating.iloc[0])} for i in lst]}
+        for u, lst in top_b.items()])
+    b_ints = {"user": {u: b + 0.02 * (u % 3) for u, b in ints["user"].items() if u <= 6},
+              "item": {i: b - 0.01 * i for i, b in ints["item"].items()}}
+    b_ints["item"][50] = 1.0
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(
+        [("user_id", str(u), [{"factor": f, "weight": 0.5} for f in range(1, 4)], b)
+         for u, b in b_ints["user"].items()]
+        + [("item_id", str(i), [{"factor": f, "weight": 0.5} for f in range(1, 4)], b)
+           for i, b in b_ints["item"].items()]
+        + [(None, "global__intercept__", None, 3.58)],
+        columns=["processed_input", "feature", "factor_weights", "intercept"]),
+        preserve_index=False), ex / "weights.parquet")
+    return dict(tmp=tmp, wh=wh, ex=ex, rec=rec, bq=bq, ratings=ratings, movies=movies,
+                recsys_loss=recsys_loss, ints=ints, b_ints=b_ints, top_r=top_r, top_b=top_b)
+
+
+def compare_cfg(world, *sets):
+    ex = world["ex"]
+    return load_config(None, [
+        "source.ratings=unused", f"sink.path={world['wh']}",
+        f"compare.output={world['tmp'] / 'report'}",
+        f"compare.bqml.evaluate.path={ex / 'evaluate.csv'}",
+        f"compare.bqml.training_info.path={ex / 'training_info.json'}",
+        f"compare.bqml.recommend.path={ex / 'recommend.parquet'}",
+        f"compare.bqml.top5.path={ex / 'top5.json'}",
+        f"compare.bqml.weights.path={ex / 'weights.parquet'}", *sets])
+
+
+def read(world, name):
+    return pd.read_parquet(os.path.join(world["wh"], "bqml_tutorial", name))
+
+
+@pytest.fixture(scope="module")
+def compared(spark, world):
+    from recsys.compare import run_compare
+
+    report = run_compare(spark, compare_cfg(world))
+    return report, {name: read(world, name) for name in (
+        "compare_metrics", "compare_training", "compare_predictions", "compare_topk",
+        "compare_topk_summary", "compare_intercepts", "compare_counts")}
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+def test_metrics_side_by_side(compared):
+    _, t = compared
+    m = t["compare_metrics"].set_index("metric")
+    assert list(m.index) == list(TUTORIAL_EVALUATE)
+    for name, value in TUTORIAL_EVALUATE.items():
+        assert m.loc[name, "bqml"] == pytest.approx(value, abs=1e-12)
+        assert m.loc[name, "recsys"] == pytest.approx(RECSYS_EVALUATE[name], abs=1e-12)
+        assert m.loc[name, "difference"] == pytest.approx(RECSYS_EVALUATE[name] - value, abs=1e-12)
+
+
+def test_training_loss_curves(compared, world):
+    _, t = compared
+    tr = t["compare_training"].sort_values("iteration")
+    assert tr.iteration.tolist() == list(range(12))
+    for row in tr.itertuples():
+        assert row.recsys_loss == pytest.approx(world["recsys_loss"][row.iteration])
+        if row.iteration in TUTORIAL_LOSS:
+            assert row.bqml_loss == pytest.approx(TUTORIAL_LOSS[row.iteration])
+        else:
+            assert pd.isna(row.bqml_loss)
+
+
+def test_predictions_on_common_pairs(compared, world):
+    _, t = compared
+    bq, rec = world["bq"], world["rec"]
+    both = bq.merge(rec, on=["user_id", "item_id"], suffixes=("_b", "_r"))
+    diff = both.predicted_rating_r - both.predicted_rating_b
+    p = t["compare_predictions"].iloc[0]
+    assert (p.pairs_bqml, p.pairs_recsys, p.pairs_compared) == (len(bq), len(rec), len(both))
+    assert p.pairs_compared == 6 * 12  # users 1..6 x items 1..12
+    assert (p.pairs_bqml_only, p.pairs_recsys_only) == (4, 2 * 12)
+    assert p.rmse == pytest.approx(np.sqrt(np.mean(diff ** 2)), rel=1e-12)
+    assert p.mean_abs_difference == pytest.approx(np.mean(np.abs(diff)), rel=1e-12)
+    assert p.mean_difference == pytest.approx(np.mean(diff), rel=1e-12)
+    assert p.pearson == pytest.approx(pearson(both.predicted_rating_b, both.predicted_rating_r),
+                                      rel=1e-9)
+    assert len(np.unique(both.predicted_rating_b)) < len(both)  # ties on the BigQuery ML side
+    assert p.spearman == pytest.approx(spearman(both.predicted_rating_b,
+                                                both.predicted_rating_r), rel=1e-9)
+
+
+def test_counts_of_compared_and_uncompared(compared):
+    _, t = compared
+    c = t["compare_counts"].set_index("what")
+    assert c.loc["recommend users"].tolist() == [7, 8, 6, 1, 2]  # 99 only bqml; 7, 8 only recsys
+    assert c.loc["recommend items"].tolist() == [13, 12, 12, 1, 0]  # item 50 only bqml
+    assert c.loc["top-k users"].tolist() == [7, 8, 6, 1, 2]
+    assert c.loc["weights users"].tolist() == [6, 8, 6, 0, 2]
+    assert c.loc["weights items"].tolist() == [13, 12, 12, 1, 0]
+    assert c.loc["training iterations"][["bqml", "recsys", "compared"]].tolist() == [3, 12, 3]
+
+
+def test_topk_derived_from_recommend_when_struct_has_no_item_ids(compared, world):
+    _, t = compared
+    bq = world["bq"].assign(user_id=world["bq"].user_id.astype(int))
+    want_b, want_r = top_lists(bq), world["top_r"]
+    top = t["compare_topk"].set_index("user")
+    assert sorted(top.index) == [str(u) for u in range(1, 7)]
+    overlaps, jaccards = [], []
+    for u in range(1, 7):
+        a, b = want_b[u], want_r[u]
+        row = top.loc[str(u)]
+        assert list(row.bqml_items) == [str(i) for i in a]
+        assert list(row.recsys_items) == [str(i) for i in b]
+        inter = len(set(a) & set(b))
+        assert row.overlap == inter and row.overlap_at_k == pytest.approx(inter / K)
+        assert row.jaccard == pytest.approx(inter / len(set(a) | set(b)))
+        assert row.same_set == (set(a) == set(b)) and row.same_order == (a == b)
+        overlaps.append(inter / K)
+        jaccards.append(inter / len(set(a) | set(b)))
+    s = t["compare_topk_summary"].iloc[0]
+    assert s.matched_by == "item" and s.users_compared == 6
+    assert (s.users_bqml_only, s.users_recsys_only) == (1, 2)
+    assert s.mean_overlap_at_k == pytest.approx(np.mean(overlaps))
+    assert s.mean_jaccard == pytest.approx(np.mean(jaccards))
+    counts = world["ratings"].groupby("item_id").size()
+    assert s.catalogue_size == len(counts)
+    for side, lists in (("bqml", want_b), ("recsys", want_r)):
+        recs = [i for u in range(1, 7) for i in lists[u]]
+        pops = [counts.get(i, 0) for i in recs]
+        assert s[f"{side}_distinct_items"] == len(set(recs))
+        assert s[f"{side}_coverage"] == pytest.approx(len(set(recs)) / len(counts))
+        assert s[f"{side}_mean_rating_count"] == pytest.approx(np.mean(pops))
+        assert s[f"{side}_median_rating_count"] == pytest.approx(np.median(pops))
+
+
+def test_intercepts_side_by_side(compared, world):
+    report, t = compared
+    ic = t["compare_intercepts"]
+    glob = ic[ic.processed_input.isna()].iloc[0]
+    assert (glob.bqml, glob.recsys) == (pytest.approx(3.58), pytest.approx(3.5))
+    items = ic[ic.processed_input == "item_id"].set_index("feature")
+    assert len(items) == 12
+    for i, b in world["b_ints"]["item"].items():
+        if i in world["ints"]["item"]:
+            assert items.loc[str(i), "difference"] == pytest.approx(world["ints"]["item"][i] - b)
+    assert "rotation" in open(world["tmp"] / "report" / "report.md").read()
+    assert "global intercept bqml 3.58, recsys 3.5" in report.render()
+
+
+def test_report_markdown_and_svgs(compared, world):
+    _, t = compared
+    folder = world["tmp"] / "report"
+    md = (folder / "report.md").read_text()
+    for svg in ("loss.svg", "predictions.svg", "overlap.svg", "intercepts_user.svg",
+                "intercepts_item.svg"):
+        assert f"]({svg})" in md
+        text = (folder / svg).read_text()
+        assert text.startswith("<svg") and text.rstrip().endswith("</svg>")
+    assert "| mean_squared_error | 0.39434 | 0.4101 |" in md
+    p = t["compare_predictions"].iloc[0]
+    assert f"{p.spearman:.6g}" in md and f"{p.rmse:.6g}" in md
+    assert "0.4038" in (folder / "loss.svg").read_text()
+    overlap_svg = (folder / "overlap.svg").read_text()
+    dist = t["compare_topk"].overlap.value_counts()
+    assert all(f">{n}</text>" in overlap_svg for n in dist.values)
+    assert "`user_id` is STRING" in md and "`user_id` is INT64" in md
+
+
+def test_svgs_are_deterministic(world):
+    from recsys import report as rpt
+
+    one = rpt.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
+                         xlabel="x", ylabel="y")
+    assert one == rpt.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
+                                 xlabel="x", ylabel="y")
+    assert one.count("<circle") == 3
+
+
+def test_csv_exports_and_int_vs_string_ids(spark, world, tmp_path):
+    """CSV (all text, quoted titles with commas), ids INT64 on one side, STRING on the other."""
+    from recsys import compare as cmp
+
+    bq = world["bq"]
+    bq.to_csv(tmp_path / "recommend.csv", index=False)
+    b = cmp.predictions_frame(cmp.read_files(spark, str(tmp_path / "recommend.csv"), "csv", "k"),
+                              user_col="user_id", item_col="item_id",
+                              pred_col="predicted_rating", key="k")
+    r = cmp.predictions_frame(spark.read.parquet(os.path.join(world["wh"], "bqml_tutorial",
+                                                              "recommend")),
+                              user_col="user_id", item_col="item_id",
+                              pred_col="predicted_rating", key="k")
+    assert dict(b.dtypes)["user"] == "string"
+    row = cmp.compare_predictions(spark, b, r).head()
+    assert row.pairs_compared == 72 and row.pairs_bqml_only == 4
+    # A flat top-5 in CSV (UNNEST-ed, titles quoted), matched by title.
+    flat = bq.merge(world["movies"], left_on="item_id", right_on="movie_id")
+    flat[["user_id", "movie_title", "genre", "predicted_rating"]].to_csv(
+        tmp_path / "top5.csv", index=False)
+    top_b = cmp.topk_frame(cmp.read_files(spark, str(tmp_path / "top5.csv"), "csv", "k"),
+                           user_col="user_id", item_col="item_id",
+                           pred_col="predicted_rating", key="k")
+    top_r = cmp.topk_frame(spark.read.parquet(os.path.join(world["wh"], "bqml_tutorial",
+                                                           "recommend_top5")),
+                           user_col="user_id", item_col="item_id",
+                           pred_col="predicted_rating", key="k")
+    per_user = cmp.compare_topk(top_b, top_r, K, by="title").toPandas().set_index("user")
+    titles = world["movies"].set_index("movie_id").movie_title
+    for u in range(1, 7):
+        a = [titles[i] for i in world["top_b"][u]]
+        r_list = [titles[i] for i in world["top_r"][u]]
+        # Ties in the flat table have no item id to break them: compare as sets.
+        assert sorted(per_user.loc[str(u), "bqml_items"]) == sorted(a)
+        assert per_user.loc[str(u), "overlap"] == len(set(a) & set(r_list))
+
+
+def test_nested_top5_as_csv_is_refused_with_a_hint(spark, tmp_path):
+    from recsys import compare as cmp
+
+    (tmp_path / "t.csv").write_text('user_id,recommendations\n1,"[{...}]"\n')
+    df = cmp.read_files(spark, str(tmp_path / "t.csv"), "csv", "compare.bqml.top5")
+    with pytest.raises(InputError, match="bq extract cannot write nested columns to CSV"):
+        cmp.topk_frame(df, user_col="user_id", item_col="item_id", pred_col="predicted_rating",
+                       key="compare.bqml.top5")
+
+
+def test_missing_export_is_one_line(spark, world, tmp_path):
+    from recsys.compare import run_compare
+
+    cfg = compare_cfg(world, f"compare.bqml.recommend.path={tmp_path / 'nope-*.avro'}",
+                      f"compare.output={tmp_path / 'r'}")
+    with pytest.raises(InputError, match=r"compare.bqml.recommend: no file matches .*nope-\*"):
+        run_compare(spark, cfg)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["compare.bqml.evaluate.path=a.csv", "compare.bqml.evaluate.table=d.t"],
+     "compare.bqml.evaluate needs exactly one of 'path' (files) or 'table'"),
+    (["compare.bqml.recommend.path=exports/recommend-*"],
+     "compare.bqml.recommend.format is needed"),
+    (["compare.bqml.recommend.path=x.avro", "compare.bqml.recommend.format=orc"],
+     "compare.bqml.recommend.format must be one of csv, json, parquet, avro"),
+    (["compare.top_k=0"], "compare.top_k must be >= 1"),
+    (["compare.bqml.top_5.path=x.json"], "did you mean 'compare.bqml.top5'"),
+])
+def test_config_errors(sets, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("*", r"\*").replace(".", r"\.")):
+        load_config(None, ["source.ratings=x", *sets])
+
+
+def test_session_conf_adds_avro_and_connector_only_for_compare():
+    from recsys.cli import session_conf
+    from recsys.compare import avro_conf
+
+    cfg = load_config(None, ["source.ratings=x", "compare.bqml.recommend.path=r-*.avro",
+                             "compare.bqml.top5.table=bqml_tutorial.top5",
+                             "bigquery.connector=com.example:bq:1"])
+    import pyspark
+    packages = session_conf(cfg, "compare")["spark.jars.packages"].split(",")
+    assert packages == ["com.example:bq:1", avro_conf("auto", pyspark.__version__)]
+    assert session_conf(cfg, "pipeline") == {}
+    assert avro_conf("auto", "3.5.8", jar_dirs=()) == "org.apache.spark:spark-avro_2.12:3.5.8"
+    assert avro_conf("provided", "4.0.1") is None
+
+
+@pytest.mark.e2e
+def test_compare_job_end_to_end_with_avro(world, tmp_path):
+    """jobs/compare.py as a command: Avro recommend (spark-avro added by the CLI), NDJSON top 5
+    and training info, CSV evaluate, Parquet weights."""
+    ex = world["ex"]
+    conf = tmp_path / "compare.yaml"
+    conf.write_text(json.dumps({
+        "source": {"ratings": "unused"},
+        "sink": {"path": str(tmp_path / "wh")},
+        "spark": {"master": "local[1]", "conf": {"spark.ui.enabled": "false",
+                                                 "spark.sql.shuffle.partitions": "2"}},
+        "compare": {"output": str(tmp_path / "out"), "top_k": 5, "bins": 10,
+                    "recsys": {name: {"path": os.path.join(world["wh"], "bqml_tutorial", table),
+                                      "format": "parquet"}
+                               for name, table in (("evaluate", "evaluate"),
+                                                   ("training_info", "training_info"),
+                                                   ("recommend", "recommend"),
+                                                   ("top5", "recommend_top5"),
+                                                   ("weights", "weights"))},
+                    "ratings": {"path": os.path.join(world["wh"], "bqml_tutorial", "ratings"),
+                                "format": "parquet"},
+                    "bqml": {"evaluate": {"path": str(ex / "evaluate.csv")},
+                             "training_info": {"path": str(ex / "training_info.json")},
+                             "recommend": {"path": str(ex / "recommend-*.avro"),
+                                           "format": "avro"},
+                             "top5": {"path": str(ex / "top5.json")},
+                             "weights": {"path": str(ex / "weights.parquet")}}}}))
+    proc = subprocess.run([sys.executable, "jobs/compare.py", "--config", str(conf)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "recsys compare: done in" in proc.stdout
+    md = (tmp_path / "out" / "report.md").read_text()
+    bq, rec = world["bq"], world["rec"]
+    both = bq.merge(rec, on=["user_id", "item_id"], suffixes=("_b", "_r"))
+    rmse = np.sqrt(np.mean((both.predicted_rating_r - both.predicted_rating_b) ** 2))
+    rho = spearman(both.predicted_rating_b, both.predicted_rating_r)
+    assert f"| RMSE between the two predictions | {rmse:.6g} |" in md
+    assert f"{rho:.6g}" in md
+    assert "| mean_absolute_error | 0.48494 | 0.5012 |" in md
+    assert "avro `" in md and "INT64" in md
+    for svg in ("loss.svg", "predictions.svg", "overlap.svg", "intercepts_item.svg"):
+        assert (tmp_path / "out" / svg).read_text().startswith("<svg")
+    assert "0.3943" in (tmp_path / "out" / "loss.svg").read_text()
+    p = pd.read_parquet(tmp_path / "wh" / "bqml_tutorial" / "compare_predictions").iloc[0]
+    assert p.rmse == pytest.approx(rmse, rel=1e-12) and p.pairs_compared == 72

@@ -1,0 +1,124 @@
+"""Held-out ranking metrics against a pure-Python oracle and pyspark.ml's RankingEvaluator;
+tuning trials; the minimum-support remedy."""
+
+import math
+
+import numpy as np
+import pytest
+from pyspark.ml.evaluation import RankingEvaluator
+
+from recsys.config import ModelConfig, TuningConfig
+from recsys.model import fit
+from recsys.ranking import ranking_metrics, recommend_unseen
+from recsys.tuning import tune
+
+pytestmark = pytest.mark.spark
+
+
+def oracle(lists, relevant, k):
+    """precision/recall/ndcg/map@k by loops, users with a relevant item only."""
+    p, r, n, a = [], [], [], []
+    for user, rel in relevant.items():
+        if not rel:
+            continue
+        rec = lists.get(user, [])[:k]
+        hits = [1 if item in rel else 0 for item in rec]
+        p.append(sum(hits) / k)
+        r.append(sum(hits) / len(rel))
+        dcg = sum(h / math.log2(i + 2) for i, h in enumerate(hits))
+        idcg = sum(1 / math.log2(i + 2) for i in range(min(k, len(rel))))
+        n.append(dcg / idcg)
+        a.append(sum(sum(hits[: i + 1]) / (i + 1) for i, h in enumerate(hits) if h)
+                 / min(k, len(rel)))
+    return {"precision_at_k": np.mean(p), "recall_at_k": np.mean(r), "ndcg_at_k": np.mean(n),
+            "map_at_k": np.mean(a)}
+
+
+@pytest.fixture(scope="module")
+def case(spark):
+    rng = np.random.default_rng(8)
+    lists, relevant, top_rows, test_rows = {}, {}, [], []
+    for user in range(1, 30):
+        items = [int(x) for x in rng.permutation(40)[:12]]
+        lists[user] = items
+        top_rows += [(user, item, rank + 1) for rank, item in enumerate(items)]
+        rel = {int(x) for x in rng.choice(40, size=rng.integers(0, 6), replace=False)}
+        relevant[user] = rel
+        test_rows += [(user, item, 5.0 if item in rel else 2.0) for item in range(40)
+                      if item in rel or rng.random() < 0.05]
+    top = spark.createDataFrame(top_rows, "user_id long, item_id long, rank int")
+    test = spark.createDataFrame(test_rows, "user_id long, item_id long, rating double")
+    train = spark.createDataFrame([(u, i, 3.0) for u in range(1, 30) for i in range(40, 45)]
+                                  + [(1, i, 3.0) for i in range(40)],
+                                  "user_id long, item_id long, rating double")
+    return lists, relevant, top, test, train
+
+
+@pytest.mark.parametrize("k", [5, 10])
+def test_ranking_metrics_match_the_oracle(case, k):
+    lists, relevant, top, test, train = case
+    got = ranking_metrics(top.where(f"rank <= {k}"), test, train, k=k)
+    want = oracle(lists, relevant, k)
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-9), name
+    assert got["ranked_users"] == sum(1 for rel in relevant.values() if rel)
+
+
+@pytest.mark.parametrize("metric, key", [("precisionAtK", "precision_at_k"),
+                                         ("recallAtK", "recall_at_k"),
+                                         ("ndcgAtK", "ndcg_at_k"),
+                                         ("meanAveragePrecisionAtK", "map_at_k")])
+def test_ranking_metrics_equal_pyspark_ranking_evaluator(spark, case, metric, key):
+    lists, relevant, top, test, train = case
+    k = 10
+    rows = [([float(x) for x in lists[u][:k]], [float(x) for x in sorted(rel)])
+            for u, rel in relevant.items() if rel]
+    frame = spark.createDataFrame(rows, "prediction array<double>, label array<double>")
+    want = RankingEvaluator(metricName=metric, k=k).evaluate(frame)
+    got = ranking_metrics(top.where(f"rank <= {k}"), test, train, k=k)[key]
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_coverage_and_popularity(spark):
+    top = spark.createDataFrame([(1, 10, 1), (1, 11, 2), (2, 10, 1)],
+                                "user_id long, item_id long, rank int")
+    train = spark.createDataFrame([(5, 10, 3.0), (6, 10, 3.0), (5, 11, 3.0), (5, 12, 3.0),
+                                   (5, 13, 3.0)], "user_id long, item_id long, rating double")
+    test = spark.createDataFrame([(1, 10, 5.0)], "user_id long, item_id long, rating double")
+    got = ranking_metrics(top, test, train, k=2)
+    assert got["coverage"] == pytest.approx(2 / 4)
+    assert got["mean_popularity"] == pytest.approx((2 + 1 + 2) / 3)
+
+
+@pytest.fixture(scope="module")
+def ratings(spark):
+    rng = np.random.default_rng(12)
+    pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, 40, 900),
+                                                      rng.integers(1, 70, 900))})
+    return spark.createDataFrame([(u, i, float(rng.integers(1, 6))) for u, i in pairs],
+                                 "user_id long, item_id long, rating double").cache()
+
+
+def test_recommend_unseen_skips_rated_and_unsupported_items(ratings):
+    model = fit(ratings, ModelConfig(num_factors=3, max_iterations=3))
+    counts = {r.item_id: r["count"] for r in ratings.groupBy("item_id").count().collect()}
+    rated = {(r.user_id, r.item_id) for r in ratings.collect()}
+    top = recommend_unseen(model, ratings, ratings.select("user_id"), k=5,
+                           min_item_ratings=15).collect()
+    assert top and all((r.user_id, r.item_id) not in rated for r in top)
+    assert all(counts[r.item_id] >= 15 for r in top)
+    ranks = {}
+    for r in top:
+        ranks.setdefault(r.user_id, []).append((r.rank, -r.score, r.item_id))
+    assert all(sorted(v) == sorted(v, key=lambda t: (t[1], t[2])) for v in ranks.values())
+
+
+def test_tuning_picks_the_lowest_validation_error(spark, ratings):
+    tuning = TuningConfig(num_trials=3, num_factors=(2, 4), l2_reg=(1.0,), reg_param=(0.05, 5.0))
+    best, trials = tune(spark, ratings, ModelConfig(max_iterations=3), tuning)
+    rows = trials.collect()
+    assert len(rows) == 3 and [r.trial_id for r in rows] == [0, 1, 2]
+    winner = min(rows, key=lambda r: r.objective)
+    assert [r.is_optimal for r in rows] == [r is winner for r in rows]
+    assert (best.num_factors, best.reg_param) == (winner.num_factors, winner.reg_param)
+    assert all(r.eval_rmse == pytest.approx(math.sqrt(r.objective)) for r in rows)
