@@ -22,7 +22,7 @@ import time
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
 
-from recsys.config import IngestConfig, SourceConfig, load_config
+from recsys.config import IngestConfig, ModelConfig, SourceConfig, load_config
 from recsys.ingest import ingest
 from recsys.model import FACTORS, INTERCEPT, TrainedModel, fit
 from recsys.ranking import rating_metrics, ranking_metrics, recommend_unseen
@@ -61,9 +61,9 @@ def evaluate(name, model, train, test, seconds, min_item_ratings=0, known_only=F
 
 def raw_als(spark, train, rank, seed):
     """pyspark.ml ALS alone, regParam chosen on a validation split of the training rows."""
-    parts = split_ratings(train, method="RANDOM", eval_fraction=0.1, seed=seed)
+    parts = split_ratings(train, method="RANDOM", eval_fraction=0.1, seed=seed + 1)
     best = None
-    for reg in (0.05, 0.1, 0.2):
+    for reg in (0.05, 0.1, 0.2, 0.3):
         als = ALS(rank=rank, maxIter=20, regParam=reg, userCol="user_id", itemCol="item_id",
                   ratingCol="rating", coldStartStrategy="drop", seed=seed)
         pred = als.fit(parts.train).transform(parts.eval)
@@ -108,8 +108,7 @@ def main(argv=None):
             train = read(spark, args.train, args.format, scale)
             test = read(spark, args.test, args.format, scale)
 
-        tutorial = load_config(None, ["source.ratings=-", "model.num_factors=34",
-                                      "model.l2_reg=9.83", f"model.seed={args.seed}"]).model
+        tutorial = ModelConfig(num_factors=34, l2_reg=9.83, seed=args.seed)
         start = time.perf_counter()
         model = fit(train, tutorial)
         evaluate("tutorial options (BigQuery ML semantics)", model, train, test,
@@ -120,7 +119,7 @@ def main(argv=None):
         evaluate(f"raw pyspark.ml ALS (regParam {model.options['reg_param']})", model, train,
                  test, time.perf_counter() - start, known_only=True)
 
-        recommended = load_config(args.config, ["source.ratings=-"])
+        recommended = load_config(args.config)
         start = time.perf_counter()
         best_cfg = dataclasses.replace(recommended.model, seed=args.seed)
         if recommended.tuning.num_trials > 0:

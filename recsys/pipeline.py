@@ -24,7 +24,7 @@ from recsys import split as split_stage
 from recsys import tuning as tuning_stage
 from recsys import weights as weights_stage
 from recsys.config import Config
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, InputError
 from recsys.sinks import make_sink, resolve_table
 
 SAMPLE_USERS = 3
@@ -123,7 +123,10 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
         if cfg.tuning.num_trials > 0:
-            m, trials = tuning_stage.tune(spark, parts.train, m, cfg.tuning)
+            try:
+                m, trials = tuning_stage.tune(spark, parts.train, m, cfg.tuning)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
             report.tables[schemas.TRIALS] = sink.write(schemas.TRIALS, trials.coalesce(1))
             report.add(f"  tuning     {tuning_stage.trial_summary(sink.read(spark, schemas.TRIALS))}")
         trained = model_stage.fit(parts.train, m, parts.eval)

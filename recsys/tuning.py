@@ -60,10 +60,14 @@ def tune(spark: SparkSession, train: DataFrame, model_cfg: ModelConfig, tuning: 
     from recsys.pipeline import model_metrics_for  # late: pipeline imports this module
 
     implicit = model_cfg.feedback_type == "implicit"
+    # A seed of its own: the training rows may come from a RANDOM split with the model's seed,
+    # and the same hash would put none of them below the validation fraction.
     parts = split_ratings(train, method="RANDOM", eval_fraction=tuning.validation_fraction,
-                          seed=model_cfg.seed, col_user=model_cfg.user_col,
+                          seed=model_cfg.seed + 1, col_user=model_cfg.user_col,
                           col_item=model_cfg.item_col)
     fit_rows, valid_rows = parts.train.cache(), parts.eval.cache()
+    if valid_rows.limit(1).count() == 0:
+        raise ValueError("tuning: the validation split is empty; raise tuning.validation_fraction")
     results: List[Dict[str, Any]] = []
     for trial_id, params in enumerate(candidates(tuning, implicit=implicit, seed=model_cfg.seed)):
         cfg = dataclasses.replace(model_cfg, num_factors=params["num_factors"],
@@ -76,7 +80,7 @@ def tune(spark: SparkSession, train: DataFrame, model_cfg: ModelConfig, tuning: 
         objective = metrics["mean_average_precision" if implicit else "mean_squared_error"]
         results.append({
             "trial_id": trial_id, **params, "objective": objective,
-            "eval_rmse": None if implicit else objective ** 0.5,
+            "eval_rmse": None if implicit or objective is None else objective ** 0.5,
             "duration_ms": int(round((time.perf_counter() - start) * 1000)), "cfg": cfg,
         })
     fit_rows.unpersist()

@@ -10,6 +10,7 @@ from pyspark.ml.evaluation import RankingEvaluator
 from recsys.config import ModelConfig, TuningConfig
 from recsys.model import fit
 from recsys.ranking import ranking_metrics, recommend_unseen
+from recsys.split import split_ratings
 from recsys.tuning import tune
 
 pytestmark = pytest.mark.spark
@@ -114,8 +115,11 @@ def test_recommend_unseen_skips_rated_and_unsupported_items(ratings):
 
 
 def test_tuning_picks_the_lowest_validation_error(spark, ratings):
+    # Training rows from a RANDOM split with the same seed: the validation split must still
+    # find rows (a shared hash would leave it empty).
+    train = split_ratings(ratings, method="RANDOM", eval_fraction=0.2, seed=42).train
     tuning = TuningConfig(num_trials=3, num_factors=(2, 4), l2_reg=(1.0,), reg_param=(0.05, 5.0))
-    best, trials = tune(spark, ratings, ModelConfig(max_iterations=3), tuning)
+    best, trials = tune(spark, train, ModelConfig(max_iterations=3, seed=42), tuning)
     rows = trials.collect()
     assert len(rows) == 3 and [r.trial_id for r in rows] == [0, 1, 2]
     winner = min(rows, key=lambda r: r.objective)
