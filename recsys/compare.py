@@ -31,8 +31,8 @@ from recsys import schemas
 from recsys.config import CompareTableRef, Config
 from recsys.errors import ConfigError, InputError
 from recsys.implicit_metrics import IMPLICIT_METRICS
-from recsys.pipeline import Report, _Timer
-from recsys.session import PROVIDED_JAR_DIRS
+from recsys.pipeline import Report, StageTimer
+from recsys.session import PROVIDED_JAR_DIRS, provided_jar
 from recsys.sinks import make_sink
 
 # The recsys table holding each BigQuery ML output.
@@ -58,9 +58,8 @@ def avro_conf(package: str, spark_version: str, jar_dirs: tuple = PROVIDED_JAR_D
         return None
     if package != "auto":
         return package
-    for folder in jar_dirs:
-        if os.path.isdir(folder) and any("spark-avro" in name for name in os.listdir(folder)):
-            return None
+    if provided_jar("spark-avro", jar_dirs):
+        return None
     scala = "2.13" if spark_version.startswith("4") else "2.12"
     return f"org.apache.spark:spark-avro_{scala}:{spark_version}"
 
@@ -461,7 +460,7 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
         return sink.read(spark, name)
 
     # ML.EVALUATE
-    with _Timer(report, "evaluate"):
+    with StageTimer(report, "evaluate"):
         b, r = both("evaluate")
         if b is not None:
             metrics = write(schemas.COMPARE_METRICS, compare_metrics(spark, b, r)).collect()
@@ -479,7 +478,7 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
                            f"recsys {rpt.fmt(x.recsys, 6):>10}  diff {rpt.fmt(x.difference, 4)}")
 
     # ML.TRAINING_INFO
-    with _Timer(report, "training_info"):
+    with StageTimer(report, "training_info"):
         b, r = both("training_info")
         if b is not None:
             loss = write(schemas.COMPARE_TRAINING, compare_training(spark, b, r)).orderBy(
@@ -517,7 +516,7 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
 
     # ML.RECOMMEND
     preds = {}
-    with _Timer(report, "recommend"):
+    with StageTimer(report, "recommend"):
         b, r = both("recommend")
         if b is not None:
             for side, df in (("bqml", b), ("recsys", r)):
@@ -559,12 +558,12 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
                        f"{rpt.fmt(stats.spearman)}")
 
     # Top k
-    with _Timer(report, "top_k"):
+    with StageTimer(report, "top_k"):
         sections += _topk_section(spark, cfg, inputs, preds, cols, write, svgs, counts, report,
                                   compared)
 
     # ML.WEIGHTS
-    with _Timer(report, "weights"):
+    with StageTimer(report, "weights"):
         b, r = both("weights")
         if b is not None:
             frames = {side: intercepts_frame(df, key=f"compare.{side}.weights",

@@ -51,7 +51,9 @@ class Report:
         return "\n".join([f"recsys {self.job}: done in {total:.1f}s ({stages})", *self.lines])
 
 
-class _Timer:
+class StageTimer:
+    """Adds the wall time of a `with` block to a report's timings under a stage name."""
+
     def __init__(self, report: Report, stage: str):
         self.report, self.stage = report, stage
 
@@ -70,7 +72,7 @@ def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None
     """Read the source, write ratings/movies and their rejects; fail over the reject threshold."""
     report = report or Report("ingest")
     sink = make_sink(cfg)
-    with _Timer(report, "ingest"):
+    with StageTimer(report, "ingest"):
         result = ingest_stage.ingest(spark, cfg.source, cfg.ingest, _table_reader(spark, cfg))
         # Rejects are written first so that a run failing on the threshold still shows them.
         report.tables[schemas.RATINGS_REJECTED] = sink.write(schemas.RATINGS_REJECTED,
@@ -115,7 +117,7 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
     sink = make_sink(cfg)
     m = cfg.model
     ratings = resolve_table(sink, spark, m.input)
-    with _Timer(report, "train"):
+    with StageTimer(report, "train"):
         try:
             parts = split_stage.split_ratings(
                 ratings, method=m.data_split_method, eval_fraction=m.data_split_eval_fraction,
@@ -134,7 +136,7 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
         metrics = model_metrics(trained, scored_on, cfg)
         trained = model_stage.with_training_metrics(trained, metrics)
         sink.save_model(m.name, lambda path: model_stage.save(trained, path))
-    with _Timer(report, "weights"):
+    with StageTimer(report, "weights"):
         report.tables[schemas.TRAINING_INFO] = sink.write(
             schemas.TRAINING_INFO, spark.createDataFrame(
                 [tuple(row[f.name] for f in schemas.TRAINING_INFO_SCHEMA.fields)
@@ -197,7 +199,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = No
     report = report or Report("evaluate")
     sink = make_sink(cfg)
     trained = trained or _load_model(spark, sink, cfg)
-    with _Timer(report, "evaluate"):
+    with StageTimer(report, "evaluate"):
         table = resolve_table(sink, spark, cfg.evaluate.input)
         if table is None:
             values = trained.training_metrics
@@ -229,13 +231,13 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
     trained = trained or _load_model(spark, sink, cfg)
     m, rec = cfg.model, cfg.recommend
     pred_col = recommend_stage.prediction_column(trained, m.rating_col)
-    with _Timer(report, "recommend"):
+    with StageTimer(report, "recommend"):
         predictions = recommend_stage.recommend(
             trained, resolve_table(sink, spark, rec.input), col_rating=m.rating_col)
         if rec.write_all_pairs:
             report.tables[schemas.RECOMMEND] = sink.write(schemas.RECOMMEND, predictions)
             predictions = sink.read(spark, schemas.RECOMMEND)
-    with _Timer(report, "top_k"):
+    with StageTimer(report, "top_k"):
         movies = sink.read(spark, schemas.MOVIES) if sink.exists(schemas.MOVIES) else None
         exclude = resolve_table(sink, spark, m.input) if rec.exclude_rated else None
         if rec.min_item_ratings > 0:

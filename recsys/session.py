@@ -53,12 +53,17 @@ def connector_conf(connector: str, spark_version: str,
         return {}
     if connector != "auto":
         return {"spark.jars.packages": connector}
-    for folder in jar_dirs:
-        if os.path.isdir(folder) and any("bigquery" in name for name in os.listdir(folder)):
-            return {}
+    if provided_jar("bigquery", jar_dirs):
+        return {}
     line = ".".join(spark_version.split(".")[:2])
     coordinate = CONNECTORS.get(line) or CONNECTORS["4.0" if line.startswith("4") else "3.5"]
     return {"spark.jars.packages": coordinate}
+
+
+def provided_jar(fragment: str, jar_dirs: tuple = PROVIDED_JAR_DIRS) -> bool:
+    """True when Spark's own jar folders (Dataproc) already hold a jar named like ``fragment``."""
+    return any(os.path.isdir(folder) and any(fragment in name for name in os.listdir(folder))
+               for folder in jar_dirs)
 
 
 def build_session(spark_cfg: Optional[SparkConfig] = None,
