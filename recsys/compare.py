@@ -30,7 +30,6 @@ from recsys import report as rpt
 from recsys import schemas
 from recsys.config import CompareTableRef, Config
 from recsys.errors import ConfigError, InputError
-from recsys.implicit_metrics import IMPLICIT_METRICS
 from recsys.pipeline import Report, StageTimer
 from recsys.session import PROVIDED_JAR_DIRS, provided_jar
 from recsys.sinks import make_sink
@@ -250,7 +249,7 @@ def intercepts_frame(df: DataFrame, *, user_col: str, item_col: str, key: str) -
 
 def metric_order(names) -> List[str]:
     """BigQuery ML's metric order first, then any other column."""
-    known = [n for n in (*schemas.EXPLICIT_METRICS, *IMPLICIT_METRICS) if n in names]
+    known = [n for n in (*schemas.EXPLICIT_METRICS, *schemas.IMPLICIT_METRICS) if n in names]
     return list(dict.fromkeys(known + sorted(n for n in names if n not in known)))
 
 

@@ -58,17 +58,9 @@ from typing import Dict, Optional
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StructField, StructType
+from pyspark.sql.types import LongType
 
-IMPLICIT_METRICS = (
-    "mean_average_precision",
-    "mean_squared_error",
-    "normalized_discounted_cumulative_gain",
-    "average_rank",
-)
-
-IMPLICIT_EVALUATE_SCHEMA = StructType(
-    [StructField(name, DoubleType(), True) for name in IMPLICIT_METRICS])
+from recsys.schemas import IMPLICIT_METRICS
 
 COVERAGE_COLUMNS = (
     "evaluated_users",          # users with at least one relevant item (r > 0)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StructField, StructType
 
 from recsys import implicit_metrics as implicit_stage
 from recsys import ingest as ingest_stage
@@ -209,9 +207,8 @@ def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = No
         else:
             values, where = model_metrics(trained, table, cfg), cfg.evaluate.input
         # BigQuery ML's column order (the model's metadata stores the metrics with sorted keys).
-        names = implicit_stage.IMPLICIT_METRICS if trained.implicit else schemas.EXPLICIT_METRICS
-        values = {name: values.get(name) for name in names}
-        schema = StructType([StructField(name, DoubleType(), True) for name in names])
+        schema = schemas.IMPLICIT_EVALUATE_SCHEMA if trained.implicit else schemas.EVALUATE_SCHEMA
+        values = {name: values.get(name) for name in schema.fieldNames()}
         row = spark.createDataFrame([tuple(values.values())], schema)
         report.tables[schemas.EVALUATE] = sink.write(schemas.EVALUATE, row.coalesce(1))
     report.metrics = dict(values)
@@ -239,13 +236,15 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
             predictions = sink.read(spark, schemas.RECOMMEND)
     with StageTimer(report, "top_k"):
         movies = sink.read(spark, schemas.MOVIES) if sink.exists(schemas.MOVIES) else None
-        exclude = resolve_table(sink, spark, m.input) if rec.exclude_rated else None
+        training = (resolve_table(sink, spark, m.input)
+                    if rec.exclude_rated or rec.min_item_ratings > 0 else None)
+        exclude = training if rec.exclude_rated else None
+        candidates = predictions
         if rec.min_item_ratings > 0:
             # Minimum support: items with too few training ratings never reach the top-k.
-            counts = resolve_table(sink, spark, m.input).groupBy(m.item_col).count()
-            supported = counts.where(F.col("count") >= rec.min_item_ratings).select(m.item_col)
-            predictions = predictions.join(supported, m.item_col)
-        top = recommend_stage.top_k(predictions, k=rec.top_k, movies=movies, exclude=exclude,
+            candidates = predictions.join(recommend_stage.supported_items(
+                training, rec.min_item_ratings, col_item=m.item_col), m.item_col)
+        top = recommend_stage.top_k(candidates, k=rec.top_k, movies=movies, exclude=exclude,
                                     col_user=m.user_col, col_item=m.item_col,
                                     col_prediction=pred_col)
         report.tables[schemas.RECOMMEND_TOP] = sink.write(schemas.RECOMMEND_TOP, top)

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from recsys import schemas
 from recsys.metrics import metrics_dict, regression_metrics
 from recsys.model import TrainedModel, predicted, score_pairs, side
+from recsys.recommend import supported_items
 
 RANKING_METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage",
                    "mean_popularity", "ranked_users")
@@ -56,8 +57,7 @@ def recommend_unseen(model: TrainedModel, train: DataFrame, users: DataFrame, *,
     col_user, col_item = model.col_user, model.col_item
     items = side(model, "item")
     if min_item_ratings > 0:
-        popular = train.groupBy(col_item).count().where(F.col("count") >= min_item_ratings)
-        items = items.join(popular.select(col_item), col_item)
+        items = items.join(supported_items(train, min_item_ratings, col_item=col_item), col_item)
     candidates = (users.select(col_user).distinct().join(side(model, "user"), col_user, "left")
                   .crossJoin(items)
                   .join(train.select(col_user, col_item), [col_user, col_item], "left_anti"))

@@ -53,6 +53,13 @@ def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
     return joined.select(predicted(model).alias(pred_col), col_user, col_item)
 
 
+def supported_items(ratings: DataFrame, min_ratings: int, *, col_item: str = "item_id"
+                    ) -> DataFrame:
+    """Items with at least ``min_ratings`` rows in ``ratings`` (minimum support): [col_item]."""
+    counts = ratings.groupBy(col_item).count()
+    return counts.where(F.col("count") >= min_ratings).select(col_item)
+
+
 def top_k(predictions: DataFrame, *, k: int, movies: Optional[DataFrame] = None,
           exclude: Optional[DataFrame] = None, col_user: str = "user_id",
           col_item: str = "item_id", col_prediction: str = "predicted_rating") -> DataFrame:

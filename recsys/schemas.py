@@ -59,6 +59,16 @@ EXPLICIT_METRICS = (
 
 EVALUATE_SCHEMA = StructType([StructField(name, DoubleType(), True) for name in EXPLICIT_METRICS])
 
+IMPLICIT_METRICS = (
+    "mean_average_precision",
+    "mean_squared_error",
+    "normalized_discounted_cumulative_gain",
+    "average_rank",
+)
+
+IMPLICIT_EVALUATE_SCHEMA = StructType(
+    [StructField(name, DoubleType(), True) for name in IMPLICIT_METRICS])
+
 
 def prediction_col(rating_col: str = "rating") -> str:
     """ML.RECOMMEND's prediction column: ``predicted_<rating_col>``."""
@@ -188,4 +198,16 @@ COMPARE_COUNTS_SCHEMA = StructType([
     StructField("compared", LongType(), True),
     StructField("bqml_only", LongType(), True),
     StructField("recsys_only", LongType(), True),
+])
+
+TRIALS_SCHEMA = StructType([
+    StructField("trial_id", LongType(), False),
+    StructField("num_factors", LongType(), False),
+    StructField("l2_reg", DoubleType(), False),
+    StructField("reg_param", DoubleType(), True),
+    StructField("wals_alpha", DoubleType(), True),
+    StructField("objective", DoubleType(), True),
+    StructField("eval_rmse", DoubleType(), True),
+    StructField("duration_ms", LongType(), False),
+    StructField("is_optimal", BooleanType(), False),
 ])

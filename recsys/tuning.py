@@ -18,24 +18,11 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import (BooleanType, DoubleType, LongType, StructField, StructType)
 
 from recsys.config import ModelConfig, TuningConfig
+from recsys.schemas import TRIALS_SCHEMA
 from recsys.model import fit
 from recsys.split import split_ratings
-
-TRIALS_SCHEMA = StructType([
-    StructField("trial_id", LongType(), False),
-    StructField("num_factors", LongType(), False),
-    StructField("l2_reg", DoubleType(), False),
-    StructField("reg_param", DoubleType(), True),
-    StructField("wals_alpha", DoubleType(), True),
-    StructField("objective", DoubleType(), True),
-    StructField("eval_rmse", DoubleType(), True),
-    StructField("duration_ms", LongType(), False),
-    StructField("is_optimal", BooleanType(), False),
-])
-
 
 def candidates(tuning: TuningConfig, *, implicit: bool, seed: int) -> List[Dict[str, Any]]:
     """The trials' hyperparameters, in trial order.

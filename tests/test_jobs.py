@@ -86,3 +86,21 @@ def test_string_ids_through_the_jobs(spark, tmp_path, ratings_parquet):
     assert len(rec) == named.user_id.nunique() * named.item_id.nunique()
     weights = read(tmp_path, "weights")
     assert set(weights[weights.processed_input == "item_id"].feature) == set(named.item_id)
+
+
+def test_minimum_support_and_exclusion_in_the_top_k(spark, tmp_path, ratings_parquet):
+    path, frame = ratings_parquet
+    cfg = config(tmp_path, path, "recommend.min_item_ratings=20", "recommend.exclude_rated=true")
+    run_train(spark, cfg)
+    report = run_recommend(spark, cfg)
+    counts = frame.groupby("item_id").size()
+    rated = set(zip(frame.user_id, frame.item_id))
+    top = read(tmp_path, "recommend_top5")
+    for row in top.itertuples():
+        for entry in row.recommendations:
+            assert counts[entry["item_id"]] >= 20
+            assert (row.user_id, entry["item_id"]) not in rated
+    # The all-pairs table keeps every pair; the support filter applies to the top-k only.
+    pairs = frame.user_id.nunique() * frame.item_id.nunique()
+    assert len(read(tmp_path, "recommend")) == pairs
+    assert f"{pairs:,} (user, item) predictions" in report.render()
