@@ -79,7 +79,8 @@ def raw_als(spark, train, rank, seed):
     return TrainedModel(users=table(model.userFactors, "user_id"),
                         items=table(model.itemFactors, "item_id"), global_intercept=0.0,
                         options={"user_col": "user_id", "item_col": "item_id",
-                                 "feedback_type": "explicit", "reg_param": best[1]},
+                                 "feedback_type": "explicit", "reg_param": best[1],
+                                 "num_factors": rank},
                         data={})
 
 

@@ -8,16 +8,34 @@
   values for an even count, as numpy.median)
 - r2_score                 = 1 - SUM(err^2) / (COUNT * VAR_POP(label))
 - explained_variance       = 1 - VAR_POP(err) / VAR_POP(label)
+
+Sums are exact (``exact_sum``), so a metric does not depend on the order in which Spark merges
+partial sums: the same model and rows give the same value to the last bit on every run.
 """
 
 from __future__ import annotations
 
 from typing import Dict
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recsys import schemas
+
+
+def exact_sum(col: Column) -> Column:
+    """SUM of a DOUBLE column that is the same whatever the order of the rows.
+
+    Floating-point addition is not associative, and Spark merges partial sums in the order
+    shuffle blocks arrive; each value is instead rounded to 18 decimals (a fixed, per-row step)
+    and added exactly as DECIMAL(38, 18). Values must stay below 1e20 in magnitude.
+    """
+    return F.sum(col.cast("decimal(38,18)")).cast("double")
+
+
+def exact_avg(col: Column) -> Column:
+    """AVG with ``exact_sum``'s order independence (NULLs skipped, as AVG does)."""
+    return exact_sum(col) / F.count(col)
 
 
 def regression_metrics(df: DataFrame, *, col_rating: str = "rating",
@@ -27,17 +45,24 @@ def regression_metrics(df: DataFrame, *, col_rating: str = "rating",
     pred = F.col(col_prediction).cast("double")
     scored = df.select(label.alias("label"), pred.alias("pred")).withColumn(
         "err", F.col("label") - F.col("pred"))
+    # MSLE's log is undefined at or below -1: such rows count as NULL (the metric then is too).
+    log_error = F.when(F.least("label", "pred") > -1.0,
+                       F.pow(F.log1p("label") - F.log1p("pred"), 2))
     sums = scored.agg(
-        F.avg(F.abs("err")).alias("mae"),
-        F.avg(F.col("err") * F.col("err")).alias("mse"),
-        F.avg(F.pow(F.log1p("label") - F.log1p("pred"), 2)).alias("msle"),
+        exact_avg(F.abs("err")).alias("mae"),
+        exact_avg(F.col("err") * F.col("err")).alias("mse"),
+        exact_avg(log_error).alias("msle"),
         F.least(F.min("label"), F.min("pred")).alias("lowest"),
         F.expr("percentile(abs(err), 0.5)").alias("medae"),
-        F.sum(F.col("err") * F.col("err")).alias("sse"),
+        exact_sum(F.col("err") * F.col("err")).alias("sse"),
         F.count(F.lit(1)).alias("n"),
-        F.var_pop("label").alias("var_label"),
-        F.var_pop("err").alias("var_err"),
-    )
+        exact_avg(F.col("label")).alias("mean_label"),
+        exact_avg(F.col("label") * F.col("label")).alias("mean_label_sq"),
+        exact_avg(F.col("err")).alias("mean_err"),
+    ).select("*",
+             (F.col("mean_label_sq") - F.col("mean_label") * F.col("mean_label"))
+             .alias("var_label"),
+             (F.col("mse") - F.col("mean_err") * F.col("mean_err")).alias("var_err"))
     return sums.select(
         F.col("mae").alias("mean_absolute_error"),
         F.col("mse").alias("mean_squared_error"),

@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 from recsys import ids
 from recsys.config import ModelConfig, to_dict
 from recsys.errors import InputError
+from recsys.metrics import exact_avg, exact_sum
 
 METADATA_DIR = "metadata"
 USERS_DIR, ITEMS_DIR = "users", "items"
@@ -63,6 +64,8 @@ class TrainedModel:
     data: Dict[str, Any]
     training_metrics: Dict[str, Optional[float]] = field(default_factory=dict)
     training_info: List[Dict[str, Any]] = field(default_factory=list)
+    # Wall seconds of the fit's parts (intercepts, als_fit, ...): for reports and benchmarks.
+    timings: Dict[str, float] = field(default_factory=dict)
 
     @property
     def col_user(self) -> str:
@@ -73,6 +76,11 @@ class TrainedModel:
     def col_item(self) -> str:
         """Name of the item id column (ITEM_COL)."""
         return self.options["item_col"]
+
+    @property
+    def rank(self) -> int:
+        """Number of latent factors (NUM_FACTORS)."""
+        return int(self.options["num_factors"])
 
     @property
     def implicit(self) -> bool:
@@ -106,7 +114,7 @@ def describe_training_data(ratings: DataFrame, *, col_user: str, col_item: str,
         F.count(F.lit(1)).alias("n_rows"),
         F.countDistinct(col_user).alias("n_users"),
         F.countDistinct(col_item).alias("n_items"),
-        F.avg(col_rating).alias("mean_rating"),
+        exact_avg(F.col(col_rating).cast("double")).alias("mean_rating"),
         F.expr(f"cast(sum(cast(xxhash64({cols}) as decimal(38,0))) as string)").alias("hash_sum"),
         F.expr(f"bit_xor(xxhash64({cols}))").alias("hash_xor"),
     ).head().asDict()
@@ -156,7 +164,7 @@ def _intercept_step(ratings, other, other_col, own_col, rating, global_mean, l2_
     # The side tables are small (one row per user or item): broadcast them into the join.
     joined = ratings.join(F.broadcast(other.withColumnRenamed(INTERCEPT, "_other")), other_col)
     step = joined.groupBy(own_col).agg(
-        (F.sum(rating - F.lit(global_mean) - F.col("_other"))
+        (exact_sum(rating - F.lit(global_mean) - F.col("_other"))
          / (F.count(F.lit(1)) + F.lit(l2_reg))).alias(INTERCEPT))
     # Cut the lineage between sweeps; a reliable checkpoint survives a lost executor.
     return step.checkpoint(eager=True)
@@ -164,10 +172,19 @@ def _intercept_step(ratings, other, other_col, own_col, rating, global_mean, l2_
 
 # --- prediction --------------------------------------------------------------------------------
 
-def dot(left: str, right: str) -> Column:
-    """Dot product of two ARRAY<DOUBLE> columns, NULL when either is NULL."""
-    products = F.zip_with(F.col(left), F.col(right), lambda a, b: a * b)
-    return F.aggregate(products, F.lit(0.0), lambda acc, x: acc + x)
+def dot(left: str, right: str, size: int) -> Column:
+    """Dot product of two ARRAY<DOUBLE> columns of length ``size``, NULL when either is NULL.
+
+    Written out as left[0]*right[0] + left[1]*right[1] + ... (summed left to right): plain
+    arithmetic that Spark compiles, several times faster than a zip_with/aggregate lambda.
+    """
+    if size <= 0:
+        return F.when(F.col(left).isNotNull() & F.col(right).isNotNull(), F.lit(0.0))
+    terms = [F.col(left)[j] * F.col(right)[j] for j in range(size)]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def side(model: TrainedModel, which: str) -> DataFrame:
@@ -182,7 +199,7 @@ def predicted(model: TrainedModel) -> Column:
     """Score of a row joined with both sides (``side``); a missing side contributes nothing."""
     return (F.lit(model.global_intercept) + F.coalesce(F.col("_user_b"), F.lit(0.0))
             + F.coalesce(F.col("_item_b"), F.lit(0.0))
-            + F.coalesce(dot("_user_f", "_item_f"), F.lit(0.0)))
+            + F.coalesce(dot("_user_f", "_item_f", model.rank), F.lit(0.0)))
 
 
 def cast_ids(df: DataFrame, model: TrainedModel) -> DataFrame:
@@ -214,6 +231,8 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     if missing:
         raise InputError(f"training table has no column {missing[0]!r} "
                          f"(columns: {', '.join(ratings.columns)})")
+    timings: Dict[str, float] = {}
+    fit_start = clock = time.perf_counter()
     ratings = ratings.select(cfg.user_col, cfg.item_col,
                              F.col(cfg.rating_col).cast("double").alias(cfg.rating_col)).cache()
     data = describe_training_data(ratings, col_user=cfg.user_col, col_item=cfg.item_col,
@@ -238,6 +257,8 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
                   .withColumn("_target", F.col(cfg.rating_col) - F.lit(global_intercept)
                               - F.col("_bu") - F.col("_bi")))
 
+    timings["intercepts"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     try:
         user_index = ids.build_index(ratings, cfg.user_col, index_col="_u")
         item_index = ids.build_index(ratings, cfg.item_col, index_col="_i")
@@ -246,6 +267,8 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     als_input = ids.to_index(ids.to_index(target, user_index, cfg.user_col, index_col="_u"),
                              item_index, cfg.item_col, index_col="_i").select("_u", "_i", "_target")
     als_input = als_input.cache()
+    timings["index"] = time.perf_counter() - clock
+    timings["als_fit"] = 0.0
 
     def assemble(als_model) -> TrainedModel:
         def table(factors, index, idx_col, id_col, intercepts):
@@ -276,7 +299,9 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     model = None
     for k in schedule:
         start = time.perf_counter()
-        model = assemble(als(k))
+        als_model = als(k)  # ALS.fit runs every iteration and materialises the factors
+        timings["als_fit"] += time.perf_counter() - start
+        model = assemble(als_model)
         model = replace(model, users=model.users.checkpoint(eager=True),
                         items=model.items.checkpoint(eager=True))
         loss = training_loss(model, ratings, col_rating=cfg.rating_col)
@@ -290,7 +315,8 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     assert model is not None
     als_input.unpersist()
     ratings.unpersist()
-    return replace(model, training_info=history)
+    timings["total"] = time.perf_counter() - fit_start
+    return replace(model, training_info=history, timings=timings)
 
 
 def _rel_progress(history: List[Dict[str, Any]]) -> float:
@@ -306,7 +332,7 @@ def training_loss(model: TrainedModel, ratings: DataFrame, *, col_rating: str) -
     """
     scored = score_pairs(model, ratings, "_pred")
     target = F.lit(1.0) if model.implicit else F.col(col_rating)
-    value = scored.agg(F.avg(F.pow(target - F.col("_pred"), 2))).head()[0]
+    value = scored.agg(exact_avg(F.pow(target - F.col("_pred"), 2))).head()[0]
     return float(value) if value is not None else float("nan")
 
 

@@ -6,6 +6,7 @@ configured sink, and returns a ``Report`` for the job runner to print.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -37,6 +38,8 @@ class Report:
     timings: Dict[str, float] = field(default_factory=dict)
     metrics: Dict[str, Optional[float]] = field(default_factory=dict)
     tables: Dict[str, str] = field(default_factory=dict)
+    # Sub-stage wall seconds (e.g. train.als_fit); not added to the total.
+    details: Dict[str, float] = field(default_factory=dict)
 
     def add(self, text: str) -> None:
         """Append a line of the summary."""
@@ -50,18 +53,36 @@ class Report:
 
 
 class StageTimer:
-    """Adds the wall time of a `with` block to a report's timings under a stage name."""
+    """Adds the wall time of a `with` block to a report's timings under a stage name, and shows
+    progress on stderr (a stage's start and end, with the clock time) for long runs."""
 
     def __init__(self, report: Report, stage: str):
         self.report, self.stage = report, stage
 
     def __enter__(self):
         self.start = time.perf_counter()
+        _progress(f"{self.report.job}: {self.stage} started")
         return self
 
     def __exit__(self, *exc):
-        self.report.timings[self.stage] = time.perf_counter() - self.start
+        seconds = time.perf_counter() - self.start
+        self.report.timings[self.stage] = seconds
+        _progress(f"{self.report.job}: {self.stage} {'failed' if exc[0] else 'done'} "
+                  f"in {seconds:.1f}s")
         return False
+
+
+def _write(report: Report, sink, name: str, df: DataFrame) -> str:
+    """``sink.write`` timed into ``report.details['write.<name>']``. Spark is lazy, so the time
+    includes computing whatever of ``df`` was not computed before (all of it for the pairs)."""
+    start = time.perf_counter()
+    location = sink.write(name, df)
+    report.details[f"write.{name}"] = time.perf_counter() - start
+    return location
+
+
+def _progress(text: str) -> None:
+    print(f"recsys {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
 # --- ingest ------------------------------------------------------------------------------------
@@ -73,18 +94,18 @@ def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None
     with StageTimer(report, "ingest"):
         result = ingest_stage.ingest(spark, cfg.source, cfg.ingest, _table_reader(spark, cfg))
         # Rejects are written first so that a run failing on the threshold still shows them.
-        report.tables[schemas.RATINGS_REJECTED] = sink.write(schemas.RATINGS_REJECTED,
-                                                             result.ratings_rejected)
+        report.tables[schemas.RATINGS_REJECTED] = _write(
+            report, sink, schemas.RATINGS_REJECTED, result.ratings_rejected)
         if result.movies_rejected is not None:
-            report.tables[schemas.MOVIES_REJECTED] = sink.write(schemas.MOVIES_REJECTED,
-                                                                result.movies_rejected)
+            report.tables[schemas.MOVIES_REJECTED] = _write(
+                report, sink, schemas.MOVIES_REJECTED, result.movies_rejected)
         ingest_stage.check_rejects(result.ratings_stats, cfg.ingest.max_reject_fraction, "ratings")
         if result.movies_stats is not None:
             ingest_stage.check_rejects(result.movies_stats, cfg.ingest.max_reject_fraction,
                                        "movies")
-        report.tables[schemas.RATINGS] = sink.write(schemas.RATINGS, result.ratings)
+        report.tables[schemas.RATINGS] = _write(report, sink, schemas.RATINGS, result.ratings)
         if result.movies is not None:
-            report.tables[schemas.MOVIES] = sink.write(schemas.MOVIES, result.movies)
+            report.tables[schemas.MOVIES] = _write(report, sink, schemas.MOVIES, result.movies)
     stats = result.ratings_stats
     report.add(f"  ingest     {stats.total_rows - stats.rejected_rows:,} ratings kept, "
                f"{stats.rejected_rows:,} rejected ({stats.source_file})")
@@ -127,7 +148,8 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
                 m, trials = tuning_stage.tune(spark, parts.train, m, cfg.tuning)
             except ValueError as exc:
                 raise InputError(str(exc)) from None
-            report.tables[schemas.TRIALS] = sink.write(schemas.TRIALS, trials.coalesce(1))
+            report.tables[schemas.TRIALS] = _write(report, sink, schemas.TRIALS,
+                                                   trials.coalesce(1))
             report.add(f"  tuning     {tuning_stage.trial_summary(sink.read(spark, schemas.TRIALS))}")
         trained = model_stage.fit(parts.train, m, parts.eval)
         scored_on = parts.eval if parts.eval is not None else parts.train
@@ -135,14 +157,14 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
         trained = model_stage.with_training_metrics(trained, metrics)
         sink.save_model(m.name, lambda path: model_stage.save(trained, path))
     with StageTimer(report, "weights"):
-        report.tables[schemas.TRAINING_INFO] = sink.write(
-            schemas.TRAINING_INFO, spark.createDataFrame(
+        report.tables[schemas.TRAINING_INFO] = _write(
+            report, sink, schemas.TRAINING_INFO, spark.createDataFrame(
                 [tuple(row[f.name] for f in schemas.TRAINING_INFO_SCHEMA.fields)
                  for row in trained.training_info], schemas.TRAINING_INFO_SCHEMA).coalesce(1))
-        report.tables[schemas.WEIGHTS] = sink.write(schemas.WEIGHTS,
-                                                    weights_stage.weights(spark, trained))
-        report.tables[schemas.EMBEDDINGS] = sink.write(schemas.EMBEDDINGS,
-                                                       weights_stage.embeddings(trained))
+        report.tables[schemas.WEIGHTS] = _write(report, sink, schemas.WEIGHTS,
+                                                weights_stage.weights(spark, trained))
+        report.tables[schemas.EMBEDDINGS] = _write(report, sink, schemas.EMBEDDINGS,
+                                                   weights_stage.embeddings(trained))
     opts, data = trained.options, trained.data
     reg = (f"regParam {opts['spark_reg_param']:.4g} (from l2_reg {opts['l2_reg']:g})"
            if opts["reg_param"] is None else f"regParam {opts['spark_reg_param']:.4g}")
@@ -160,6 +182,10 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
     report.add(f"             training loss {last['loss']:.4f}{eval_text}; "
                f"global intercept {trained.global_intercept:.4f}")
     report.add(f"             model saved to {sink.model_path(m.name)}")
+    parts_text = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in trained.timings.items()
+                           if name != "total")
+    report.add(f"             fit {trained.timings.get('total', 0.0):.1f}s ({parts_text})")
+    report.details.update({f"train.{k}": v for k, v in trained.timings.items()})
     report.metrics = metrics
     return report
 
@@ -210,7 +236,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = No
         schema = schemas.IMPLICIT_EVALUATE_SCHEMA if trained.implicit else schemas.EVALUATE_SCHEMA
         values = {name: values.get(name) for name in schema.fieldNames()}
         row = spark.createDataFrame([tuple(values.values())], schema)
-        report.tables[schemas.EVALUATE] = sink.write(schemas.EVALUATE, row.coalesce(1))
+        report.tables[schemas.EVALUATE] = _write(report, sink, schemas.EVALUATE, row.coalesce(1))
     report.metrics = dict(values)
     report.add(f"  evaluate   on {where}:")
     for name, value in values.items():
@@ -232,22 +258,31 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
         predictions = recommend_stage.recommend(
             trained, resolve_table(sink, spark, rec.input), col_rating=m.rating_col)
         if rec.write_all_pairs:
-            report.tables[schemas.RECOMMEND] = sink.write(schemas.RECOMMEND, predictions)
+            report.tables[schemas.RECOMMEND] = _write(report, sink, schemas.RECOMMEND,
+                                                      predictions)
             predictions = sink.read(spark, schemas.RECOMMEND)
     with StageTimer(report, "top_k"):
         movies = sink.read(spark, schemas.MOVIES) if sink.exists(schemas.MOVIES) else None
         training = (resolve_table(sink, spark, m.input)
                     if rec.exclude_rated or rec.min_item_ratings > 0 else None)
         exclude = training if rec.exclude_rated else None
-        candidates = predictions
-        if rec.min_item_ratings > 0:
-            # Minimum support: items with too few training ratings never reach the top-k.
-            candidates = predictions.join(recommend_stage.supported_items(
-                training, rec.min_item_ratings, col_item=m.item_col), m.item_col)
-        top = recommend_stage.top_k(candidates, k=rec.top_k, movies=movies, exclude=exclude,
-                                    col_user=m.user_col, col_item=m.item_col,
-                                    col_prediction=pred_col)
-        report.tables[schemas.RECOMMEND_TOP] = sink.write(schemas.RECOMMEND_TOP, top)
+        # Minimum support: items with too few training ratings never reach the top-k.
+        supported = (recommend_stage.supported_items(training, rec.min_item_ratings,
+                                                     col_item=m.item_col)
+                     if rec.min_item_ratings > 0 else None)
+        given = resolve_table(sink, spark, rec.input)
+        if given is None or given.columns == [m.user_col]:
+            # Users x every item: ranked block by block, never as a table of all pairs.
+            top = recommend_stage.top_k_for_users(
+                trained, k=rec.top_k, users=given, exclude=exclude, items=supported,
+                movies=movies, col_rating=m.rating_col)
+        else:
+            candidates = predictions if supported is None else predictions.join(
+                supported, m.item_col)
+            top = recommend_stage.top_k(candidates, k=rec.top_k, movies=movies, exclude=exclude,
+                                        col_user=m.user_col, col_item=m.item_col,
+                                        col_prediction=pred_col)
+        report.tables[schemas.RECOMMEND_TOP] = _write(report, sink, schemas.RECOMMEND_TOP, top)
         top = sink.read(spark, schemas.RECOMMEND_TOP)
         sample = top.orderBy(m.user_col).limit(SAMPLE_USERS).collect()
     if rec.write_all_pairs:

@@ -4,18 +4,35 @@ Predictions come from the model's side tables (``recsys.model.side``/``predicted
 Spark without Python UDFs: global + user intercept + item intercept + x_u . y_i, where an unknown
 user or item contributes nothing (BigQuery ML's fallback to the known side's intercept).
 Top-k ranks by ``predicted DESC, item ASC`` so ties always resolve the same way.
+
+``top_k_for_users`` takes the top-k for every user without materialising the user x item
+pairs: the item side is broadcast once and each task scores a block of users against it with
+one matrix product (the blocked BLAS scheme of pyspark.ml's ``recommendForAllUsers``), keeping
+only k rows per user. ``top_k`` ranks an arbitrary predictions table (ML.RECOMMEND's pairs input).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Iterator, Optional
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, StructField, StructType
 
 from recsys import schemas
 from recsys.errors import InputError
-from recsys.model import TrainedModel, cast_ids, predicted, score_pairs, side
+from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, predicted, score_pairs, side
+
+# Rows of the all-pairs ML.RECOMMEND table per partition (and so per written file).
+PAIRS_PER_PARTITION = 4_000_000
+# Scores held in memory at once per task (users x items doubles): about 64 MB.
+SCORE_BLOCK_CELLS = 8_000_000
+# Candidates re-scored exactly per user beyond k: guards the order against the last-bit
+# differences between a BLAS product and the SQL formula's plain sum (see _block_top_k).
+RESCORE_MARGIN = 8
 
 
 def prediction_column(model: TrainedModel, col_rating: str) -> str:
@@ -37,6 +54,7 @@ def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
     pred_col = prediction_column(model, col_rating)
     users, items = side(model, "user"), side(model, "item")
     if input_df is None:
+        users = users.repartition(_pair_partitions(model), col_user)
         return users.crossJoin(items).select(predicted(model).alias(pred_col), col_user, col_item)
     has_user, has_item = col_user in input_df.columns, col_item in input_df.columns
     if has_user and has_item:
@@ -51,6 +69,14 @@ def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
     own, other = (users, items) if has_user else (items, users)
     joined = given.join(own, given_col, "left").crossJoin(other)
     return joined.select(predicted(model).alias(pred_col), col_user, col_item)
+
+
+def _pair_partitions(model: TrainedModel) -> int:
+    """Partitions for the all-pairs table: about PAIRS_PER_PARTITION rows each, a multiple of
+    the cores, so that the pairs are computed and written by every core at once."""
+    cores = max(model.users.sparkSession.sparkContext.defaultParallelism, 1)
+    pairs = int(model.data.get("n_users") or 0) * int(model.data.get("n_items") or 0)
+    return cores * max(1, math.ceil(pairs / (PAIRS_PER_PARTITION * cores)))
 
 
 def supported_items(ratings: DataFrame, min_ratings: int, *, col_item: str = "item_id"
@@ -77,6 +103,14 @@ def top_k(predictions: DataFrame, *, k: int, movies: Optional[DataFrame] = None,
     order = Window.partitionBy(col_user).orderBy(F.col(pred_col).desc_nulls_last(),
                                                  F.col(col_item).asc())
     best = candidates.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= k)
+    return _assemble(best, movies=movies, col_user=col_user, col_item=col_item,
+                     col_prediction=pred_col)
+
+
+def _assemble(best: DataFrame, *, movies: Optional[DataFrame], col_user: str, col_item: str,
+              col_prediction: str) -> DataFrame:
+    """Rows (user, item, prediction, _rank) -> one row per user with the ranked array."""
+    pred_col = col_prediction
     if movies is not None:
         titles = movies.select(F.col("movie_id").alias(col_item), "movie_title", "genre")
         best = best.join(F.broadcast(titles), col_item, "left")
@@ -90,3 +124,115 @@ def top_k(predictions: DataFrame, *, k: int, movies: Optional[DataFrame] = None,
     recommendations = F.transform(F.col("_ranked"), lambda e: F.struct(
         *[e[f.name].alias(f.name) for f in element.fields]))
     return grouped.select(col_user, recommendations.alias("recommendations")).orderBy(col_user)
+
+
+def top_k_for_users(model: TrainedModel, *, k: int, users: Optional[DataFrame] = None,
+                    exclude: Optional[DataFrame] = None, items: Optional[DataFrame] = None,
+                    movies: Optional[DataFrame] = None, col_rating: str = "rating") -> DataFrame:
+    """Top-k over all items for each user, without materialising the user x item pairs.
+
+    Same result as ``top_k(recommend(model, users), ...)``: ``users`` (one id column; default
+    every training user; an unknown user gets the item intercepts' order), ``exclude`` (pairs
+    left out, e.g. the training ratings), ``items`` (one id column: the only candidates, e.g.
+    ``supported_items``), ``movies`` for titles. The item side (ids, intercepts, factors) is
+    collected and broadcast: a few MB even for ML-25M's 59k items.
+    """
+    col_user, col_item = model.col_user, model.col_item
+    pred_col = prediction_column(model, col_rating)
+    item_table = model.items
+    if items is not None:
+        item_table = item_table.join(cast_ids(items, model).select(col_item).distinct(), col_item)
+    local = item_table.select(col_item, INTERCEPT, FACTORS).toPandas()
+    local = local.sort_values(col_item, kind="stable").reset_index(drop=True)
+    item_ids = local[col_item].to_numpy()
+    item_bias = local[INTERCEPT].fillna(0.0).to_numpy(dtype=float)
+    rank = max((len(f) for f in local[FACTORS] if f is not None), default=0)
+    item_factors = np.array([f if f is not None else [0.0] * rank for f in local[FACTORS]],
+                            dtype=float).reshape(len(local), rank)
+    spark = model.users.sparkSession
+    shared = spark.sparkContext.broadcast((item_ids, item_bias, item_factors))
+
+    user_side = model.users if users is None else (
+        cast_ids(users, model).select(col_user).distinct().join(model.users, col_user, "left"))
+    user_side = user_side.select(col_user, F.coalesce(F.col(INTERCEPT), F.lit(0.0)).alias("_b"),
+                                 F.col(FACTORS).alias("_f"))
+    if exclude is not None:
+        rated = (cast_ids(exclude, model).groupBy(col_user)
+                 .agg(F.collect_list(col_item).alias("_rated")))
+        user_side = user_side.join(rated, col_user, "left")
+    else:
+        user_side = user_side.withColumn("_rated", F.lit(None).cast(
+            f"array<{model.items.schema[col_item].dataType.simpleString()}>"))
+    partitions = max(spark.sparkContext.defaultParallelism, 1)
+    user_side = user_side.repartition(partitions, col_user)
+
+    out_schema = StructType([model.users.schema[col_user], model.items.schema[col_item],
+                             StructField(pred_col, model.users.schema[INTERCEPT].dataType),
+                             StructField("_rank", IntegerType(), False)])
+    global_intercept = float(model.global_intercept)
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ids_, bias_, factors_ = shared.value
+        for batch in batches:
+            step = max(1, SCORE_BLOCK_CELLS // max(len(ids_), 1))
+            for start in range(0, len(batch), step):
+                yield _block_top_k(batch.iloc[start:start + step], k, ids_, bias_, factors_,
+                                   global_intercept, col_user, col_item, pred_col)
+
+    best = user_side.mapInPandas(score, out_schema)
+    return _assemble(best, movies=movies, col_user=col_user, col_item=col_item,
+                     col_prediction=pred_col)
+
+
+def _block_top_k(block: pd.DataFrame, k: int, item_ids: np.ndarray, item_bias: np.ndarray,
+                 item_factors: np.ndarray, global_intercept: float, col_user: str,
+                 col_item: str, pred_col: str) -> pd.DataFrame:
+    """Top-k rows (user, item, prediction, rank) for a block of users against every item."""
+    n_users, n_items, rank = len(block), len(item_ids), item_factors.shape[1]
+    if n_items == 0:
+        return pd.DataFrame({col_user: block[col_user].to_numpy()[:0], col_item: item_ids,
+                             pred_col: np.zeros(0), "_rank": np.zeros(0, dtype=np.int32)})
+    user_factors = np.zeros((n_users, rank))
+    for row, factors in enumerate(block["_f"]):
+        if factors is not None:
+            user_factors[row] = factors
+    user_bias = block["_b"].to_numpy(dtype=float)
+    scores = user_factors @ item_factors.T + item_bias[None, :]
+    for row, rated in enumerate(block["_rated"]):
+        if rated is not None and len(rated):
+            scores[row, _matching(item_ids, rated)] = -np.inf
+    # Candidates: every item scoring within a hair of the (k + margin)-th best, so exact ties at
+    # the boundary are all kept and the item-id tie-break below sees every one of them.
+    take = min(k + RESCORE_MARGIN, n_items)
+    kth = np.partition(scores, n_items - take, axis=1)[:, n_items - take]
+    near = scores >= (kth - 1e-9 * (np.abs(kth) + 1.0))[:, None]
+    users_out, items_out, values_out, ranks_out = [], [], [], []
+    base = global_intercept + user_bias  # the SQL formula's order: global + user + item + dot
+    for row in range(n_users):
+        candidates = np.flatnonzero(near[row] & np.isfinite(scores[row]))
+        # Re-scored exactly as recsys.model.predicted does in SQL (a left-to-right sum), so the
+        # values and their order match the all-pairs table bit for bit.
+        product_sum = np.zeros(len(candidates))
+        for j in range(rank):
+            product_sum = product_sum + user_factors[row, j] * item_factors[candidates, j]
+        exact = (base[row] + item_bias[candidates]) + product_sum
+        # Best first, ties by item id (positions in the id-sorted item array).
+        order = np.lexsort((candidates, -exact))[:k]
+        users_out.append(np.full(len(order), row))
+        items_out.append(candidates[order])
+        values_out.append(exact[order])
+        ranks_out.append(np.arange(1, len(order) + 1, dtype=np.int32))
+    rows = np.concatenate(users_out) if users_out else np.zeros(0, dtype=int)
+    return pd.DataFrame({
+        col_user: block[col_user].to_numpy()[rows],
+        col_item: item_ids[np.concatenate(items_out).astype(int)] if items_out else item_ids[:0],
+        pred_col: np.concatenate(values_out) if values_out else np.zeros(0),
+        "_rank": np.concatenate(ranks_out) if ranks_out else np.zeros(0, dtype=np.int32)})
+
+
+def _matching(item_ids: np.ndarray, rated) -> np.ndarray:
+    """Positions in the sorted ``item_ids`` of the rated ids that are candidates."""
+    rated = np.asarray(rated, dtype=item_ids.dtype)
+    pos = np.searchsorted(item_ids, rated)
+    pos = np.minimum(pos, len(item_ids) - 1)
+    return pos[item_ids[pos] == rated] if len(item_ids) else pos[:0]

@@ -105,17 +105,25 @@ def _switch_link(link: str, relative_target: str) -> None:
 
 
 def _prune(versions: str, current: str) -> None:
-    """Drop all versions but ``current`` and the newest one before it.
+    """Drop all versions but ``current`` and the newest complete one before it.
 
-    Versions sort by their UTC time prefix. Newer-than-current ones are partial writes of a
-    failed run; the newest older one stays for readers that opened it.
+    Versions sort by their UTC time prefix. An incomplete folder (a run killed mid-write) is
+    never the one kept for readers, whatever its time.
     """
     names = sorted(os.listdir(versions))
-    older = [n for n in names if n < current]
+    older = [n for n in names if n < current and _complete(os.path.join(versions, n))]
     keep = {current, *older[len(older) - (KEEP_VERSIONS - 1):]}
     for entry in names:
         if entry not in keep:
             shutil.rmtree(os.path.join(versions, entry), ignore_errors=True)
+
+
+def _complete(folder: str) -> bool:
+    """A finished table write (Spark's ``_SUCCESS``) or model save (its last part, the
+    metadata, finished); the legacy folder moved aside by ``_switch_link`` counts too."""
+    return (os.path.exists(os.path.join(folder, "_SUCCESS"))
+            or os.path.exists(os.path.join(folder, "metadata", "_SUCCESS"))
+            or folder.endswith("-legacy"))
 
 
 class VersionedModelStore:

@@ -59,3 +59,21 @@ def test_missing_table_and_remote_path(spark, tmp_path):
         wh.read(spark, "nope")
     with pytest.raises(ConfigError, match="sink.path must be a local folder"):
         LocalWarehouse("gs://bucket/wh", "ds")
+
+
+def test_prune_keeps_the_newest_complete_version_not_a_killed_write(tmp_path):
+    """A run killed mid-write leaves a folder newer than the last good version; the next write
+    must keep the good one for readers and drop the partial one."""
+    from recsys.sinks import _prune
+
+    versions = tmp_path / "recommend"
+    for name, complete in [("20260101T000000000000Z-aaaa", True),
+                           ("20260102T000000000000Z-bbbb", True),
+                           ("20260103T000000000000Z-cccc", False),  # killed
+                           ("20260104T000000000000Z-dddd", True)]:  # the new current
+        (versions / name).mkdir(parents=True)
+        if complete:
+            (versions / name / "_SUCCESS").touch()
+    _prune(str(versions), current="20260104T000000000000Z-dddd")
+    assert sorted(p.name for p in versions.iterdir()) == [
+        "20260102T000000000000Z-bbbb", "20260104T000000000000Z-dddd"]

@@ -1,0 +1,185 @@
+"""Pipeline benchmark on synthetic MovieLens-shaped data; prints one JSON object.
+
+    python benchmarks/bench.py --shape ml-1m
+    python benchmarks/bench.py --shape ml-25m --set recommend.write_all_pairs=false \
+        --set spark.conf.spark.driver.memory=16g
+
+Runs the tutorial's pipeline (conf/bench.yaml: ingest, train with NUM_FACTORS 34 / L2_REG 9.83,
+evaluate, ML.RECOMMEND's all-pairs table, top-5) in this process on `recsys.synthetic` data
+(generated once into --data-dir, not timed), then fits the vectorised single-node NumPy ALS
+(`recsys.numpy_als`) on the same rows with the same rank, regParam and iterations: the floor
+that Spark's ALS fit is measured against.
+
+Reported: wall seconds of Spark start-up and each stage (ingest, train, weights, evaluate,
+recommend = the all-pairs table, top_k), the table writes within them (Spark is lazy: a write's
+time includes computing what it writes), the ALS fit alone, the total from before the JVM
+starts to the last write, and peak resident memory (sampled every 0.1 s from /proc) of the
+Spark JVM (driver and executors are one JVM in local mode), of its Python workers together, and
+of this driver process.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import threading
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from recsys import numpy_als, synthetic  # noqa: E402
+from recsys.cli import session_conf  # noqa: E402
+from recsys.config import load_config  # noqa: E402
+from recsys.model import spark_reg_param  # noqa: E402
+
+
+class PeakMemory(threading.Thread):
+    """Samples the RSS of this process's descendants: the JVM and the Python workers."""
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval, self.jvm, self.workers, self.running = interval, 0, 0, True
+
+    def run(self):
+        while self.running:
+            jvm = workers = 0
+            for pid, name, rss in _descendants(os.getpid()):
+                if name == "java":
+                    jvm += rss
+                elif name.startswith("python"):
+                    workers += rss
+            self.jvm, self.workers = max(self.jvm, jvm), max(self.workers, workers)
+            time.sleep(self.interval)
+
+    def stop(self):
+        self.running = False
+        self.join()
+
+
+def _descendants(root: int):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{entry}/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:  # the process ended while being read
+            continue
+        children.setdefault(int(fields[1]), []).append((int(entry), name, rss))
+    stack, found = [root], []
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child[0])
+    return found
+
+
+def ensure_data(shape_name: str, seed: int, data_dir: str) -> str:
+    """The synthetic ratings.dat for the shape, generated on first use."""
+    folder = os.path.join(data_dir, f"{shape_name}-seed{seed}")
+    path = os.path.join(folder, "ratings.dat")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        start = time.perf_counter()
+        synthetic.write_dat(path + ".tmp", synthetic.generate(synthetic.SHAPES[shape_name],
+                                                              seed=seed))
+        os.replace(path + ".tmp", path)
+        print(f"generated {path} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return path
+
+
+def numpy_floor(path: str, rank: int, reg_param: float, iterations: int, seed: int) -> dict:
+    """Seconds of the NumPy ALS fit on the file's rows (dense indices; parse not timed)."""
+    table = _read_dat(path)
+    users, user_idx = np.unique(table[:, 0], return_inverse=True)
+    items, item_idx = np.unique(table[:, 1], return_inverse=True)
+    ratings = table[:, 2].astype(float)
+    target = ratings - ratings.mean()
+    start = time.perf_counter()
+    numpy_als.fit_als(user_idx, item_idx, target, n_users=len(users), n_items=len(items),
+                      rank=rank, reg_param=reg_param, max_iter=iterations, seed=seed)
+    return {"numpy_als_fit_s": round(time.perf_counter() - start, 2)}
+
+
+def _read_dat(path: str) -> np.ndarray:
+    """user, item, rating columns of a `u::i::r::t` file ("::" read as two ':' separators)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep=":", header=None, usecols=[0, 2, 4], engine="c",
+                        dtype=np.int64)
+    return frame.to_numpy()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(synthetic.SHAPES), required=True)
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    parser.add_argument("--data-dir", default="/tmp/recsys-bench/data")
+    parser.add_argument("--config", default=os.path.join(REPO, "conf", "bench.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE")
+    parser.add_argument("--no-floor", action="store_true", help="skip the NumPy ALS fit")
+    args = parser.parse_args(argv)
+
+    ratings = ensure_data(args.shape, args.seed, args.data_dir)
+    cfg = load_config(args.config, [f"source.ratings={ratings}", *args.overrides])
+    shutil.rmtree(os.path.join(cfg.sink.path, cfg.sink.dataset), ignore_errors=True)
+
+    memory = PeakMemory()
+    memory.start()
+    start = time.perf_counter()
+    from recsys.pipeline import run_pipeline
+    from recsys.session import build_session
+
+    spark = build_session(cfg.spark, session_conf(cfg, "pipeline"))
+    spark.range(1).count()  # the JVM and one task: start-up is done
+    startup = time.perf_counter() - start
+    try:
+        report = run_pipeline(spark, cfg)
+        total = time.perf_counter() - start
+        conf = spark.sparkContext.getConf()
+        settings = {key: conf.get(key, None) for key in (
+            "spark.master", "spark.driver.memory", "spark.sql.shuffle.partitions",
+            "spark.default.parallelism")}
+    finally:
+        spark.stop()
+    memory.stop()
+
+    m = cfg.model
+    shape = synthetic.SHAPES[args.shape]
+    result = {
+        "shape": args.shape, "n_ratings": shape.n_ratings, "n_users": shape.n_users,
+        "n_items": shape.n_items,
+        "options": {"num_factors": m.num_factors, "l2_reg": m.l2_reg,
+                    "max_iterations": m.max_iterations,
+                    "write_all_pairs": cfg.recommend.write_all_pairs},
+        "spark_startup_s": round(startup, 2),
+        **{f"{stage}_s": round(seconds, 2) for stage, seconds in report.timings.items()},
+        **{f"{name}_s": round(seconds, 2) for name, seconds in report.details.items()},
+        "total_s": round(total, 2),
+        "peak_rss_mb": {"spark_jvm": memory.jvm >> 20, "python_workers": memory.workers >> 20,
+                        "driver_python": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10},
+        "spark": settings,
+    }
+    if not args.no_floor:
+        reg = m.reg_param if m.reg_param is not None else spark_reg_param(
+            m.l2_reg, n_rows=shape.n_ratings, n_users=shape.n_users, n_items=shape.n_items)
+        result.update(numpy_floor(ratings, m.num_factors, reg, m.max_iterations, m.seed))
+        result["als_fit_vs_floor"] = round(result["train.als_fit_s"] / result["numpy_als_fit_s"],
+                                           2)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
