@@ -44,6 +44,11 @@ def validate_table_id(table_id: str, what: str = "table") -> str:
     return table_id
 
 
+def valid_project(project: str) -> bool:
+    """True for a BigQuery project id (``my-project`` or ``example.com:my-project``)."""
+    return bool(_PROJECT_RE.match(project))
+
+
 def is_query(ref: str) -> bool:
     """A source reference that is SQL (``SELECT ...``/``WITH ...``) rather than a table id."""
     return bool(re.match(r"^\s*(select|with)\s", ref, flags=re.IGNORECASE))

@@ -464,7 +464,30 @@ def _validate(cfg: Config) -> None:
     for key, value in (("model.user_col", mod.user_col), ("model.item_col", mod.item_col),
                        ("model.rating_col", mod.rating_col)):
         need(_is_identifier(value), f"{key} must be a column name, got {value!r}")
+    if "bigquery" in (cfg.sink.type, src.format):
+        _validate_bigquery_refs(cfg, need)
     _validate_compare(cfg.compare, need)
+
+
+def _validate_bigquery_refs(cfg: Config, need) -> None:
+    """Project and table ids that will reach BigQuery are checked before any job starts."""
+    from recsys.bigquery import is_query, validate_table_id, valid_project
+
+    project = cfg.bigquery.project
+    need(project is None or valid_project(project),
+         f"bigquery.project {project!r} is not a valid project id")
+    refs = [("model.input", cfg.model.input), ("evaluate.input", cfg.evaluate.input),
+            ("recommend.input", cfg.recommend.input)]
+    if cfg.source.format == "bigquery":
+        refs += [("source.ratings", cfg.source.ratings), ("source.movies", cfg.source.movies)]
+    for key, ref in refs:
+        if ref is None or "/" in ref or is_query(ref):
+            continue  # a Parquet path, or a query (run as given, never spliced into SQL)
+        if "." in ref:
+            validate_table_id(ref, key)
+        else:
+            need(_is_identifier(ref),
+                 f"{key} must be a table name (letters, digits, underscores), got {ref!r}")
 
 
 def _validate_compare(cmp: CompareConfig, need) -> None:

@@ -131,6 +131,26 @@ def test_summary_is_printed(sample_run):
      "recsys pipeline: error: unknown config key 'model.num_factor' (did you mean 'model.num_factors'?)", 2),
     (["--config", "conf/local.yaml", "--set", "model.max_iterations=many"],
      "recsys pipeline: error: config key 'model.max_iterations' must be an integer, got 'many'", 2),
+    # Invalid BigQuery identifiers: refused before anything reaches SQL.
+    (["--config", "conf/local.yaml", "--set", "sink.type=bigquery",
+      "--set", "model.input=ds.t; DROP TABLE x"],
+     "recsys pipeline: error: model.input 'ds.t; DROP TABLE x': 't; DROP TABLE x' must be "
+     "letters, digits and underscores", 2),
+    (["--config", "conf/local.yaml", "--set", "sink.type=bigquery", "--set", "sink.dataset=a-b"],
+     "recsys pipeline: error: sink.dataset must be letters, digits and underscores "
+     "(at most 1024), got 'a-b'", 2),
+    (["--config", "conf/local.yaml", "--set", "sink.type=bigquery",
+      "--set", "bigquery.project=Bad_Project"],
+     "recsys pipeline: error: bigquery.project 'Bad_Project' is not a valid project id", 2),
+    # Impossible combinations.
+    (["--config", "conf/local.yaml", "--set", "model.data_split_method=custom"],
+     "recsys pipeline: error: model.data_split_method custom needs model.data_split_col", 2),
+    (["--config", "conf/local.yaml", "--set", "sink.type=bigquery",
+      "--set", "bigquery.write_method=indirect"],
+     "recsys pipeline: error: bigquery.write_method indirect needs "
+     "bigquery.temporary_gcs_bucket", 2),
+    (["--config", "conf/local.yaml", "--set", "ingest.rating_min=5"],
+     "recsys pipeline: error: ingest.rating_min (5.0) must be below ingest.rating_max (5.0)", 2),
 ])
 def test_cli_config_errors_are_one_line(args, message, code):
     proc = run("jobs/pipeline.py", *args)
