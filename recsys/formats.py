@@ -27,6 +27,8 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+# Epoch seconds of Spark's TIMESTAMP range, years 1..9999; kept simple and generous.
+TIMESTAMP_MIN_SECONDS, TIMESTAMP_MAX_SECONDS = -62135596800, 253402300799
 
 # ml-100k's u.genre: the 19 flag columns at the end of each u.item line, in order.
 ML100K_GENRES = (
@@ -105,8 +107,7 @@ def parse_timestamp(text: str, name: str = "timestamp", required: bool = True) -
         return None
     if _INT_RE.match(value):
         seconds = int(value)
-        # Spark's TIMESTAMP covers years 1..9999; keep the check simple and generous.
-        if not -62135596800 <= seconds <= 253402300799:
+        if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
             raise BadRow(f"{name} {value} is outside the TIMESTAMP range")
         return seconds
     try:

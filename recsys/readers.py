@@ -3,16 +3,22 @@ beyond what a single line can tell (scale checks and duplicates belong to ``recs
 
 A parsed table has the output columns plus ``line_number``, ``raw`` and ``reason`` (NULL for a good
 row), so that every bad line keeps its text, file and 1-based line number for ``*_rejected``.
+
+Ratings text files (millions of lines) are parsed in the JVM with Spark SQL expressions that give
+the same rows as the line parsers of ``recsys.formats``; the few lines those expressions do not
+cover exactly (anything but plain ASCII, quotes, ISO timestamps) go through the Python parsers.
+Movies files are small and parsed in Python.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
@@ -85,10 +91,11 @@ def read_ratings(spark: SparkSession, source: SourceConfig, path: str,
         table = _table(spark, source, path, table_reader)
         return _parse_table(spark, table, path, columns, formats._mapped_rating,
                             PARSED_RATINGS_SCHEMA)
-    lines = _text_lines(spark, path)
-    header = _header(lines, source, path) if source.format == "csv" else ()
+    header = ()
+    if source.format == "csv":  # the header names the columns: Hadoop's first line of the file
+        header = _header(spark.sparkContext.textFile(path).take(1), source, path)
     parser = _parser_or_fail(formats.ratings_parser, source, header, columns, path)
-    return _parse(spark, lines, parser, PARSED_RATINGS_SCHEMA, has_header=bool(parser.header))
+    return _parse_ratings_text(spark, path, parser, _layout(source, parser, columns))
 
 
 def read_movies(spark: SparkSession, source: SourceConfig, path: str,
@@ -102,20 +109,44 @@ def read_movies(spark: SparkSession, source: SourceConfig, path: str,
                             PARSED_MOVIES_SCHEMA)
     encoding = source.encoding or formats.MOVIES_ENCODING[source.format]
     lines = _small_text_lines(spark, path, encoding)
-    header = _header(lines, source, path) if source.format == "csv" else ()
+    first = [line for line, _ in lines.take(1)]
+    header = _header(first, source, path) if source.format == "csv" else ()
     parser = _parser_or_fail(formats.movies_parser, source, header, columns, path)
-    return _parse(spark, lines, parser, PARSED_MOVIES_SCHEMA, has_header=bool(parser.header))
+    return _parse(spark, lines, parser, PARSED_MOVIES_SCHEMA)
 
 
 # --- lines -------------------------------------------------------------------------------------
 
-def _text_lines(spark: SparkSession, path: str):
-    """(line, 0-based index) pairs of a UTF-8/ASCII text file, read in parallel.
+def _text_lines(spark: SparkSession, path: str) -> DataFrame:
+    """``value`` of each line of a UTF-8/ASCII text file, with ``_file`` and ``_start``, the
+    file and start of the split it was read from (for ``_numbered``).
 
-    Hadoop's line reader ends lines at LF, CRLF or CR. Bytes that are not UTF-8 arrive as
-    U+FFFD and are rejected by ``_parse``.
+    Hadoop's line reader ends lines at LF, CRLF or CR; bytes that are not UTF-8 read as U+FFFD.
     """
-    return spark.sparkContext.textFile(path).zipWithIndex()
+    return spark.read.text(path).select("value", F.col("_metadata.file_path").alias("_file"),
+                                        F.col("_metadata.file_block_start").alias("_start"))
+
+
+def _numbered(lines: DataFrame) -> DataFrame:
+    """``lines`` (from ``_text_lines``, no row dropped) with their 1-based ``line_number``.
+
+    Each split of a file is read by one task, so within a split the row ids are consecutive;
+    a line's number is its position in its split plus the line counts of the file's earlier
+    splits (one small aggregate). Both scans are planned together and split a file the same way,
+    so the ids agree. Lines of several files (a folder or glob) are numbered per file.
+    No filter is pushed below the (nondeterministic) ids, so what ``lines`` computes is computed
+    once per line, however the result is filtered later.
+    """
+    lines = lines.withColumn("_id", F.monotonically_increasing_id())
+    splits = lines.groupBy("_file", "_start").agg(F.min("_id").alias("_first"),
+                                                  F.count(F.lit(1)).alias("_lines"))
+    earlier = (Window.partitionBy("_file").orderBy("_start")
+               .rowsBetween(Window.unboundedPreceding, -1))
+    offsets = splits.select("_file", "_start", (
+        F.coalesce(F.sum("_lines").over(earlier), F.lit(0)) + 1 - F.col("_first")).alias("_offset"))
+    return (lines.join(F.broadcast(offsets), ["_file", "_start"])
+                 .withColumn("line_number", F.col("_id") + F.col("_offset"))
+                 .drop("_file", "_start", "_id", "_offset"))
 
 
 def _small_text_lines(spark: SparkSession, path: str, encoding: str):
@@ -147,11 +178,11 @@ class _Undecodable:
     encoding: str
 
 
-def _header(lines, source: SourceConfig, path: str) -> Tuple[str, ...]:
-    first = lines.take(1)
-    if not first or isinstance(first[0][0], _Undecodable):
+def _header(first: list, source: SourceConfig, path: str) -> Tuple[str, ...]:
+    """The column names in ``first``: the file's first line in a list (empty for an empty file)."""
+    if not first or isinstance(first[0], _Undecodable):
         raise InputError(f"{path}: line 1: expected a header line naming the columns")
-    line = _strip_bom(first[0][0])
+    line = _strip_bom(first[0])
     try:
         return tuple(formats._split_csv(source.delimiter)(line))
     except formats.BadRow as exc:
@@ -169,30 +200,207 @@ def _strip_bom(line: str) -> str:
     return line[1:] if line.startswith("\ufeff") else line
 
 
-def _parse(spark: SparkSession, lines, parser: formats.LineParser, schema: StructType,
-           has_header: bool) -> DataFrame:
-    width = len(schema.fields) - len(_META_FIELDS)
+def _parse_line(parser: formats.LineParser, width: int, line, index: int) -> Optional[tuple]:
+    """One line as a row of ``width`` values plus line number, text and reason; None for the
+    header line at the top of the file."""
+    number = index + 1
     empty = (None,) * width
+    if isinstance(line, _Undecodable):
+        return empty + (number, line.text, f"undecodable bytes (not {line.encoding})")
+    if index == 0:
+        line = _strip_bom(line)
+        if parser.header and parser.is_header(line):
+            return None
+    if "\ufffd" in line:
+        return empty + (number, line, "undecodable bytes (not UTF-8)")
+    try:
+        # Good rows keep their text too: a duplicate is only found later, by ingest.
+        return parser.parse(line) + (number, line, None)
+    except formats.BadRow as exc:
+        return empty + (number, line, str(exc))
 
-    def parse_line(pair) -> Optional[tuple]:
-        line, index = pair
-        number = index + 1
-        if isinstance(line, _Undecodable):
-            return empty + (number, line.text, f"undecodable bytes (not {line.encoding})")
-        if index == 0:
-            line = _strip_bom(line)
-            if has_header and parser.is_header(line):
-                return None
-        if "\ufffd" in line:
-            return empty + (number, line, "undecodable bytes (not UTF-8)")
-        try:
-            # Good rows keep their text too: a duplicate is only found later, by ingest.
-            return parser.parse(line) + (number, line, None)
-        except formats.BadRow as exc:
-            return empty + (number, line, str(exc))
 
-    rows = lines.map(parse_line).filter(lambda row: row is not None)
+def _parse(spark: SparkSession, lines, parser: formats.LineParser, schema: StructType
+           ) -> DataFrame:
+    width = len(schema.fields) - len(_META_FIELDS)
+    rows = (lines.map(lambda pair: _parse_line(parser, width, *pair))
+                 .filter(lambda row: row is not None))
     return spark.createDataFrame(rows, schema)
+
+
+# --- ratings text in SQL -----------------------------------------------------------------------
+# The expressions below are formats.LineParser.parse and its field parsers for "plain" lines: tab
+# and printable ASCII without quotes or backslashes. On such text Python's str.strip() removes
+# spaces and tabs, repr() is the text in single quotes with tabs shown as \t, and the csv module
+# splits at each delimiter. Every other line is parsed by formats itself, in Python.
+
+_PLAIN_CHARS = r"""\t\x20-\x7E&&[^"'\\]"""  # inside a Java regex character class
+_RATINGS_SEPARATORS = {"ml-1m": "::", "ml-100k": "\t", "ml-latest": ","}  # as in formats.py
+_INT, _NUMBER = formats._INT_RE.pattern, formats._NUMBER_RE.pattern  # valid Java regexes too
+# Fields of a "simple" line, good as they stand: unsigned ids that fit INT64, an unsigned decimal
+# rating (finite) and an unsigned timestamp of at most 11 digits (within the TIMESTAMP range).
+_SIMPLE_FIELDS = (r"\d{1,18}", r"\d{1,18}", r"\d{1,15}(\.\d{1,15})?", r"\d{1,11}")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a ratings format keeps its fields (see ``formats.ratings_parser``)."""
+
+    separator: str
+    num_fields: int
+    header: Optional[Tuple[str, ...]]
+    positions: Tuple[Optional[int], ...]  # of the user, item, rating and timestamp fields
+    timestamp_required: bool
+
+    def simple_line(self) -> Optional[str]:
+        """A Java regex matching only lines that parse without a check failing, or None."""
+        mapped = [(p, f) for p, f in zip(self.positions, _SIMPLE_FIELDS) if p is not None]
+        if (len({p for p, _ in mapped}) < len(mapped) or not self.plain_separator()
+                or set(self.separator) & set("0123456789.")):
+            return None  # one column in two roles, or a separator that may be part of a number
+        fields = [f"[{_PLAIN_CHARS}&&[^{_java_literal(self.separator)}]]*"] * self.num_fields
+        for p, pattern in mapped:
+            fields[p] = pattern
+        if not self.timestamp_required and self.positions[3] is not None:
+            fields[self.positions[3]] = f"({fields[self.positions[3]]})?"
+        if self.header and any(re.fullmatch(fields[p], self.header[p]) for p, _ in mapped):
+            return None  # a simple line could be the header line
+        return "^" + _java_literal(self.separator).join(fields) + "$"
+
+    def plain_separator(self) -> bool:
+        """Whether the separator is plain text (else every line is left to Python)."""
+        return all(c == "\t" or (" " <= c <= "~" and c not in "\"'\\") for c in self.separator)
+
+
+def _layout(source: SourceConfig, parser: formats.LineParser,
+            columns: Sequence[Optional[str]]) -> _Layout:
+    if source.format == "csv":
+        names = parser.header or ()
+        return _Layout(source.delimiter, parser.num_fields, parser.header,
+                       tuple(None if c is None else names.index(c) for c in columns), False)
+    return _Layout(_RATINGS_SEPARATORS[source.format], parser.num_fields, parser.header,
+                   (0, 1, 2, 3), True)
+
+
+def _java_literal(text: str) -> str:
+    """``text`` as a Java regex that matches it literally."""
+    return "".join(f"\\x{{{ord(c):X}}}" for c in text)
+
+
+def _parse_ratings_text(spark: SparkSession, path: str, parser: formats.LineParser,
+                        layout: _Layout) -> DataFrame:
+    """PARSED_RATINGS_SCHEMA rows of a text file, parsed in SQL but for the lines that are not
+    plain text (or have an ISO-8601 timestamp), which are parsed in Python."""
+    lines = _numbered(_sql_ratings(_text_lines(spark, path), layout))
+    # The header line at the top of the file is no row at all (as in _parse_line).
+    top_header = (F.col("line_number") == 1) & F.col("_is_header")
+    sql_rows = lines.where(~F.col("_python") & ~top_header)
+    return (sql_rows.select(*PARSED_RATINGS_SCHEMA.fieldNames())
+            .unionByName(_python_ratings(lines.where(F.col("_python")), parser)))
+
+
+def _sql_ratings(lines: DataFrame, layout: _Layout) -> DataFrame:
+    """``lines`` with the PARSED_RATINGS_SCHEMA columns (but ``line_number``) computed in SQL,
+    ``_python`` for lines that need the Python parser instead, and ``_is_header`` for header lines.
+    """
+    pattern = layout.simple_line()
+    simple = F.col("value").rlike(pattern) if pattern else F.lit(False)
+    # Only lines that are not simple are split into fields and checked rule by rule. Limit -1
+    # keeps trailing empty fields, as str.split does.
+    lines = lines.select("*", simple.alias("_simple"), F.when(
+        ~simple, F.split("value", _java_literal(layout.separator), -1)).alias("_fields"))
+    lines = lines.select("*", *[
+        (F.lit(None).cast("string") if p is None else F.get("_fields", p)).alias(f"_text{i}")
+        for i, p in enumerate(layout.positions)])
+    lines = lines.select("*", *[_strip(F.col(f"_text{i}")).alias(f"_value{i}") for i in range(4)])
+    kinds = ("BIGINT", "BIGINT", "DOUBLE", "BIGINT")
+    lines = lines.select("*", *[F.expr(f"try_cast(_value{i} AS {kind})").alias(f"_number{i}")
+                                for i, kind in enumerate(kinds)])
+    text, value, number = ([F.col(f"{prefix}{i}") for i in range(4)]
+                           for prefix in ("_text", "_value", "_number"))
+
+    plain = F.lit(False)  # an unusual separator: every line is left to Python
+    if layout.plain_separator():
+        plain = F.col("value").rlike(f"^[{_PLAIN_CHARS}]*$")
+    # An ISO-8601 timestamp is left to Python's datetime.fromisoformat.
+    iso_time = F.coalesce((value[3] != "") & ~value[3].rlike(_INT), F.lit(False))
+    is_header = F.lit(False)
+    if layout.header is not None:
+        is_header = F.coalesce(F.transform("_fields", _strip)
+                               == F.array(*[F.lit(name) for name in layout.header]), F.lit(False))
+    count = F.size("_fields")
+    reasons = [
+        F.when(_strip(F.col("value")) == "", F.lit("empty line")),
+        F.when(is_header, F.lit("header line")),
+        F.when(count != layout.num_fields,
+               F.format_string(f"expected {layout.num_fields} fields, found %d", count)),
+        _int64_reason("user_id", text[0], value[0], number[0]),
+        _int64_reason("item_id", text[1], value[1], number[1]),
+        _rating_reason(text[2], value[2], number[2]),
+    ]
+    if layout.positions[3] is not None:
+        reasons.append(_timestamp_reason(value[3], number[3], layout.timestamp_required))
+    simple = F.col("_simple")
+    lines = lines.select(
+        "*", (~simple & (~plain | iso_time)).alias("_python"), is_header.alias("_is_header"),
+        F.when(~simple, F.coalesce(*reasons)).alias("reason"))
+
+    good = F.col("reason").isNull()
+    # A simple line's fields are cast as they stand, without the checks above (and found without
+    # a regex split, which compiles its pattern for every line).
+    sep = layout.separator
+    fast = [F.lit(None) if p is None else F.nullif(F.substring_index(
+        F.substring_index("value", sep, p + 1), sep, -1), F.lit("")).cast(kind)
+        for p, kind in zip(layout.positions, kinds)]
+    return lines.select(
+        *[F.when(simple, fast[i]).when(good, number[i]).alias(name)
+          for i, name in enumerate(("user_id", "item_id", "rating"))],
+        F.when(simple, fast[3]).when(good & (value[3] != ""), number[3])
+         .alias("timestamp_seconds"),
+        F.col("value").alias("raw"), "reason", "_python", "_is_header", "value", "_file", "_start")
+
+
+def _strip(text: Column) -> Column:
+    return F.btrim(text, F.lit(" \t"))
+
+
+def _repr(text: Column) -> Column:
+    return F.concat(F.lit("'"), F.regexp_replace(text, "\t", r"\\t"), F.lit("'"))
+
+
+def _int64_reason(name: str, text: Column, value: Column, number: Column) -> Column:
+    """``formats.parse_int64``'s reason, or NULL."""
+    return (F.when(~value.rlike(_INT), F.concat(F.lit(f"{name} is not an integer: "), _repr(text)))
+             .when(number.isNull(), F.concat(F.lit(f"{name} "), value,
+                                             F.lit(" is outside the INT64 range"))))
+
+
+def _rating_reason(text: Column, value: Column, number: Column) -> Column:
+    """``formats.parse_rating``'s reason, or NULL."""
+    not_finite = F.concat(F.lit("rating is not a finite number: "), _repr(text))
+    return (F.when(F.lower(value).isin(*sorted(formats._NON_FINITE)), not_finite)
+             .when(~value.rlike(_NUMBER), F.concat(F.lit("rating is not a number: "), _repr(text)))
+             .when(F.abs(number) == float("inf"), not_finite))  # e.g. 1e999
+
+
+def _timestamp_reason(value: Column, number: Column, required: bool) -> Column:
+    """``formats.parse_timestamp``'s reason for an empty or integer value, or NULL."""
+    in_range = number.between(formats.TIMESTAMP_MIN_SECONDS, formats.TIMESTAMP_MAX_SECONDS)
+    return (F.when(value == "", F.lit("timestamp is empty" if required else None))
+             .when(~F.coalesce(in_range, F.lit(False)),  # NULL: beyond INT64
+                   F.concat(F.lit("timestamp "), value, F.lit(" is outside the TIMESTAMP range"))))
+
+
+def _python_ratings(lines: DataFrame, parser: formats.LineParser) -> DataFrame:
+    """Rows of the lines SQL leaves out, parsed by ``formats`` one by one."""
+    width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
+    # Pickled rather than Arrow input: the UDF gets Java's decoding of the line (U+FFFD for
+    # bytes that are not UTF-8), as the line parsers expect.
+    parse = F.udf(lambda line, number: _parse_line(parser, width, line, number - 1),
+                  PARSED_RATINGS_SCHEMA, useArrow=False)
+    parse = parse.asNondeterministic()  # or the optimizer runs it again for the filter below
+    return (lines.select(parse("value", "line_number").alias("_row"))
+                 .where(F.col("_row").isNotNull()).select("_row.*"))
 
 
 def _table(spark: SparkSession, source: SourceConfig, path: str,
