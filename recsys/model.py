@@ -287,8 +287,10 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
                         regParam=options["spark_reg_param"], implicitPrefs=implicit,
                         alpha=cfg.wals_alpha, userCol="_u", itemCol="_i", ratingCol="_target",
                         nonnegative=False, seed=cfg.seed)
-        if cfg.num_blocks is not None:
-            estimator = estimator.setNumUserBlocks(cfg.num_blocks).setNumItemBlocks(cfg.num_blocks)
+        # Spark's default is 10 blocks whatever the cores; one per core measured faster
+        # (README "Performance": 21.5 s against 24.1 s for ML-1M's 20 iterations on 2 cores).
+        blocks = cfg.num_blocks or max(2, ratings.sparkSession.sparkContext.defaultParallelism)
+        estimator = estimator.setNumUserBlocks(blocks).setNumItemBlocks(blocks)
         return estimator.fit(als_input)
 
     # Each iterate is a fresh fit with maxIter = k: with a fixed seed ALS starts from the same

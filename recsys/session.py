@@ -26,6 +26,13 @@ DEFAULT_CONF = {
 }
 
 
+# The JVM does not JIT-compile methods over 8000 bytecode bytes by default, and Spark's generated
+# code for a prediction (34 products summed, recsys.model.dot) is bigger: interpreted, the 22 M
+# all-pairs predictions of ML-1M took 158 s instead of 7 s (README "Performance"). Appended to
+# any extraJavaOptions the config sets, for the driver and the executors.
+JVM_OPTIONS = "-XX:-DontCompileHugeMethods"
+JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+
 # spark-bigquery-connector per Spark line, pinned. Dataproc images and Serverless runtimes ship
 # their own copy, which "auto" uses instead (see connector_conf).
 CONNECTORS = {
@@ -83,6 +90,9 @@ def build_session(spark_cfg: Optional[SparkConfig] = None,
     conf = dict(DEFAULT_CONF)
     conf.update(spark_cfg.conf)
     conf.update(extra_conf or {})
+    for key in JAVA_OPTION_KEYS:
+        if JVM_OPTIONS not in conf.get(key, ""):
+            conf[key] = f"{conf.get(key, '')} {JVM_OPTIONS}".strip()
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
