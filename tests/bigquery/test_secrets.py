@@ -34,6 +34,7 @@ def test_fake_credential_is_in_no_log_or_file(bq_emulator, tmp_path):
     events.mkdir()
     sets = {
         "source.format": "ml-latest", "source.ratings": str(tmp_path / "ratings.csv"),
+        "source.movies": os.path.join(REPO, "data", "ml-latest-small", "movies.csv"),
         "sink.type": "bigquery", "sink.dataset": "recsys_secrets", "sink.path": str(models),
         "bigquery.project": bq_emulator.project,
         "bigquery.http_endpoint": bq_emulator.rest_endpoint,
