@@ -254,9 +254,9 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
     trained = trained or _load_model(spark, sink, cfg)
     m, rec = cfg.model, cfg.recommend
     pred_col = recommend_stage.prediction_column(trained, m.rating_col)
+    given = resolve_table(sink, spark, rec.input)
     with StageTimer(report, "recommend"):
-        predictions = recommend_stage.recommend(
-            trained, resolve_table(sink, spark, rec.input), col_rating=m.rating_col)
+        predictions = recommend_stage.recommend(trained, given, col_rating=m.rating_col)
         if rec.write_all_pairs:
             report.tables[schemas.RECOMMEND] = _write(report, sink, schemas.RECOMMEND,
                                                       predictions)
@@ -270,7 +270,6 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
         supported = (recommend_stage.supported_items(training, rec.min_item_ratings,
                                                      col_item=m.item_col)
                      if rec.min_item_ratings > 0 else None)
-        given = resolve_table(sink, spark, rec.input)
         if given is None or given.columns == [m.user_col]:
             # Users x every item: ranked block by block, never as a table of all pairs.
             top = recommend_stage.top_k_for_users(
