@@ -146,9 +146,8 @@ def top_k_for_users(model: TrainedModel, *, k: int, users: Optional[DataFrame] =
     local = local.sort_values(col_item, kind="stable").reset_index(drop=True)
     item_ids = local[col_item].to_numpy()
     item_bias = local[INTERCEPT].fillna(0.0).to_numpy(dtype=float)
-    rank = max((len(f) for f in local[FACTORS] if f is not None), default=0)
-    item_factors = np.array([f if f is not None else [0.0] * rank for f in local[FACTORS]],
-                            dtype=float).reshape(len(local), rank)
+    item_factors = np.array([f if f is not None else [0.0] * model.rank
+                             for f in local[FACTORS]], dtype=float).reshape(len(local), model.rank)
     spark = model.users.sparkSession
     shared = spark.sparkContext.broadcast((item_ids, item_bias, item_factors))
 
