@@ -29,6 +29,7 @@ from recsys.errors import ConfigError
 
 SOURCE_FORMATS = ("ml-latest", "ml-1m", "ml-100k", "csv", "parquet", "bigquery")
 FEEDBACK_TYPES = ("explicit", "implicit")
+SOLVERS = ("bigquery_ml", "spark_als")
 TRAINING_INFO_MODES = ("final", "every_iteration")
 SPLIT_METHODS = ("no_split", "auto_split", "random", "custom", "seq")
 SINK_TYPES = ("local", "bigquery")
@@ -91,9 +92,11 @@ class ModelConfig:
 
     name: str = "mf_explicit"
     input: str = "ratings"
+    solver: str = "bigquery_ml"
     feedback_type: str = "explicit"
     num_factors: Optional[int] = None
     l2_reg: float = 1.0
+    intercept_l2_reg: Optional[float] = None
     reg_param: Optional[float] = None
     max_iterations: int = 20
     wals_alpha: float = 40.0
@@ -102,6 +105,8 @@ class ModelConfig:
     rating_col: str = "rating"
     seed: int = 42
     num_blocks: Optional[int] = None
+    broadcast_max_mb: float = 256.0
+    checkpoint_interval: int = 5
     early_stop: bool = True
     min_rel_progress: float = 0.01
     training_info: str = "final"
@@ -423,6 +428,20 @@ def _validate(cfg: Config) -> None:
          f"ingest.rating_min ({ing.rating_min}) must be below ingest.rating_max ({ing.rating_max})")
     need(0.0 <= ing.max_reject_fraction <= 1.0,
          f"ingest.max_reject_fraction must be between 0 and 1, got {ing.max_reject_fraction}")
+    need(mod.solver in SOLVERS,
+         f"model.solver must be one of {', '.join(SOLVERS)}, got {mod.solver!r}")
+    need(mod.solver == "spark_als" or mod.reg_param is None,
+         "model.reg_param is pyspark.ml ALS's own penalty: it needs model.solver spark_als "
+         "(bigquery_ml takes model.l2_reg as BigQuery ML does)")
+    need(mod.solver == "spark_als" or mod.training_info == "final",
+         "model.training_info every_iteration is for model.solver spark_als (bigquery_ml "
+         "records every iteration from the pass that trains)")
+    need(mod.intercept_l2_reg is None or mod.intercept_l2_reg > 0,
+         f"model.intercept_l2_reg must be > 0, got {mod.intercept_l2_reg}")
+    need(mod.broadcast_max_mb >= 0,
+         f"model.broadcast_max_mb must be >= 0, got {mod.broadcast_max_mb}")
+    need(mod.checkpoint_interval >= 0,
+         f"model.checkpoint_interval must be >= 0, got {mod.checkpoint_interval}")
     need(mod.feedback_type in FEEDBACK_TYPES,
          f"model.feedback_type must be one of {', '.join(FEEDBACK_TYPES)}, got {mod.feedback_type!r}")
     need(mod.num_factors is None or 2 <= mod.num_factors <= 200,

@@ -34,14 +34,14 @@ import json
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pyspark.errors import AnalysisException
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys import ids
+from recsys import bqml_als, ids
 from recsys.config import ModelConfig, to_dict
 from recsys.errors import InputError
 from recsys.metrics import exact_avg, exact_sum
@@ -125,10 +125,16 @@ def describe_training_data(ratings: DataFrame, *, col_user: str, col_item: str,
 
 
 def resolve_options(cfg: ModelConfig, data: Dict[str, Any]) -> Dict[str, Any]:
-    """The config's options with defaults filled in and Spark's regParam worked out."""
+    """The config's options with defaults filled in: NUM_FACTORS, the intercepts' ridge and the
+    block count (``bigquery_ml``), or Spark's regParam (``spark_als``)."""
     options = to_dict(cfg)
     if options["num_factors"] is None:
         options["num_factors"] = default_num_factors(data["n_rows"])
+    options["intercept_l2_reg"] = (cfg.l2_reg if cfg.intercept_l2_reg is None
+                                   else cfg.intercept_l2_reg)
+    if cfg.solver == "bigquery_ml":
+        options["num_blocks"] = cfg.num_blocks or bqml_als.default_num_blocks(data["n_rows"])
+        return options
     if cfg.reg_param is not None:
         options["spark_reg_param"] = cfg.reg_param
         options["reg_param_rule"] = "reg_param (set directly)"
@@ -222,17 +228,18 @@ def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFra
 # --- training ----------------------------------------------------------------------------------
 
 def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] = None,
-        ) -> TrainedModel:
-    """Train on ``ratings`` (columns ``cfg.user_col``, ``cfg.item_col``, ``cfg.rating_col``).
+        progress: Optional[Callable[[str], None]] = None) -> TrainedModel:
+    """Train on ``ratings`` (columns ``cfg.user_col``, ``cfg.item_col``, ``cfg.rating_col``)
+    with ``cfg.solver``.
 
     ``eval_ratings`` (a split's evaluation rows) only feeds ``eval_loss`` in training_info.
+    ``progress`` receives a line per iteration (``bigquery_ml``).
     """
     missing = [c for c in (cfg.user_col, cfg.item_col, cfg.rating_col) if c not in ratings.columns]
     if missing:
         raise InputError(f"training table has no column {missing[0]!r} "
                          f"(columns: {', '.join(ratings.columns)})")
-    timings: Dict[str, float] = {}
-    fit_start = clock = time.perf_counter()
+    fit_start = time.perf_counter()
     ratings = ratings.select(cfg.user_col, cfg.item_col,
                              F.col(cfg.rating_col).cast("double").alias(cfg.rating_col)).cache()
     data = describe_training_data(ratings, col_user=cfg.user_col, col_item=cfg.item_col,
@@ -240,6 +247,84 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     if data["n_rows"] == 0:
         raise InputError("training table is empty")
     options = resolve_options(cfg, data)
+    timings: Dict[str, float] = {"describe": time.perf_counter() - fit_start}
+    if cfg.solver == "bigquery_ml":
+        model = _fit_bigquery_ml(ratings, cfg, eval_ratings, options, data, timings, progress)
+    else:
+        model = _fit_spark_als(ratings, cfg, eval_ratings, options, data, timings)
+    ratings.unpersist()
+    timings["total"] = time.perf_counter() - fit_start
+    return replace(model, timings=timings)
+
+
+def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, timings,
+                     progress) -> TrainedModel:
+    """BigQuery ML's objective, solved on Spark (``recsys.bqml_als``)."""
+    clock = time.perf_counter()
+    mu = float(data["mean_rating"])
+    both = ratings if eval_ratings is None else ratings.unionByName(
+        eval_ratings.select(*ratings.columns))
+    try:
+        user_index = ids.build_index(both, cfg.user_col, index_col="_idx")
+        item_index = ids.build_index(both, cfg.item_col, index_col="_idx")
+    except ValueError as exc:  # more distinct ids than an INT32 index
+        raise InputError(str(exc)) from None
+    # The start of a user's factors: a hash of the id and the seed (bqml_als module docstring).
+    hashes = user_index.select(F.col("_idx").alias("_hu"),
+                               F.xxhash64(F.col(cfg.user_col), F.lit(cfg.seed))
+                               .alias(bqml_als.USER_HASH))
+
+    def rows(df, is_eval):
+        indexed = ids.to_index(ids.to_index(df, user_index.withColumnRenamed("_idx", "_iu"),
+                                            cfg.user_col, index_col="_iu"),
+                               item_index.withColumnRenamed("_idx", "_ii"), cfg.item_col,
+                               index_col="_ii")
+        return indexed.select(F.col("_iu").cast("long").alias(bqml_als.USER_IDX),
+                              F.col("_ii").cast("long").alias(bqml_als.ITEM_IDX),
+                              (F.col(cfg.rating_col) - F.lit(mu)).alias(bqml_als.VALUE),
+                              F.lit(is_eval).alias(bqml_als.IS_EVAL))
+
+    table = rows(ratings, False)
+    if eval_ratings is not None:
+        table = table.unionByName(rows(eval_ratings.select(*ratings.columns), True))
+    table = table.join(F.broadcast(hashes), F.col(bqml_als.USER_IDX) == F.col("_hu")).drop("_hu")
+    n_users, n_items = user_index.count(), item_index.count()
+    timings["index"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    sides = bqml_als.solve(table, solver_params(cfg, options), n_users=n_users, n_items=n_items,
+                           progress=progress)
+    timings["als_fit"] = time.perf_counter() - clock
+    options["solver_path"] = sides.path
+    spark = ratings.sparkSession
+
+    def side_table(which, index, id_col):
+        states = spark.createDataFrame(bqml_als.state_rows(sides, which, options["num_factors"]),
+                                       bqml_als.STATE_SCHEMA)
+        keyed = states.join(index.select(F.col("_idx").cast("long").alias("_idx"), id_col), "_idx")
+        return keyed.select(id_col, INTERCEPT, FACTORS).checkpoint(eager=True)
+
+    users = side_table("user", user_index, cfg.user_col)
+    items = side_table("item", item_index, cfg.item_col)
+    sides.release()
+    return TrainedModel(users=users, items=items, global_intercept=mu, options=options,
+                        data=data, training_info=sides.history)
+
+
+def solver_params(cfg: ModelConfig, options: Dict[str, Any]) -> "bqml_als.SolverParams":
+    """The ``bigquery_ml`` solver's options from the config and the resolved options."""
+    return bqml_als.SolverParams(
+        rank=options["num_factors"], l2_reg=cfg.l2_reg,
+        intercept_l2_reg=options["intercept_l2_reg"], max_iterations=cfg.max_iterations,
+        early_stop=cfg.early_stop, min_rel_progress=cfg.min_rel_progress,
+        num_blocks=options["num_blocks"],
+        broadcast_max_bytes=int(cfg.broadcast_max_mb * (1 << 20)),
+        checkpoint_interval=cfg.checkpoint_interval)
+
+
+def _fit_spark_als(ratings, cfg: ModelConfig, eval_ratings, options, data,
+                   timings) -> TrainedModel:
+    """pyspark.ml ALS (ALS-WR) on the residual of ridge intercepts fitted first."""
+    clock = time.perf_counter()
     implicit = cfg.feedback_type == "implicit"
     cols = dict(col_user=cfg.user_col, col_item=cfg.item_col, col_rating=cfg.rating_col)
 
@@ -312,18 +397,12 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
         history.append({"training_run": 0, "iteration": k - 1, "loss": loss, "eval_loss": eval_loss,
                         "learning_rate": None,
                         "duration_ms": int(round((time.perf_counter() - start) * 1000))})
-        if cfg.early_stop and len(history) >= 2 and _rel_progress(history) < cfg.min_rel_progress:
+        if (cfg.early_stop and len(history) >= 2
+                and bqml_als.rel_progress(history) < cfg.min_rel_progress):
             break
     assert model is not None
     als_input.unpersist()
-    ratings.unpersist()
-    timings["total"] = time.perf_counter() - fit_start
-    return replace(model, training_info=history, timings=timings)
-
-
-def _rel_progress(history: List[Dict[str, Any]]) -> float:
-    before, after = history[-2]["loss"], history[-1]["loss"]
-    return (before - after) / before if before else 0.0
+    return replace(model, training_info=history)
 
 
 def training_loss(model: TrainedModel, ratings: DataFrame, *, col_rating: str) -> float:

@@ -151,7 +151,8 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
             report.tables[schemas.TRIALS] = _write(report, sink, schemas.TRIALS,
                                                    trials.coalesce(1))
             report.add(f"  tuning     {tuning_stage.trial_summary(sink.read(spark, schemas.TRIALS))}")
-        trained = model_stage.fit(parts.train, m, parts.eval)
+        trained = model_stage.fit(parts.train, m, parts.eval,
+                                  progress=lambda text: _progress(f"{report.job}: train {text}"))
         scored_on = parts.eval if parts.eval is not None else parts.train
         metrics = model_metrics(trained, scored_on, cfg)
         trained = model_stage.with_training_metrics(trained, metrics)
@@ -166,13 +167,13 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
         report.tables[schemas.EMBEDDINGS] = _write(report, sink, schemas.EMBEDDINGS,
                                                    weights_stage.embeddings(trained))
     opts, data = trained.options, trained.data
-    reg = (f"regParam {opts['spark_reg_param']:.4g} (from l2_reg {opts['l2_reg']:g})"
-           if opts["reg_param"] is None else f"regParam {opts['spark_reg_param']:.4g}")
-    iterations = len(trained.training_info) if m.training_info == "every_iteration" \
-        else m.max_iterations
-    report.add(f"  train      {opts['feedback_type']} matrix factorization, "
-               f"{opts['num_factors']} factors, {reg}, {iterations} ALS iterations on "
-               f"{data['n_rows']:,} ratings ({data['n_users']:,} users x {data['n_items']:,} items)")
+    # spark_als's "final" mode runs max_iterations in one fit and records one row.
+    iterations = (m.max_iterations if opts["solver"] == "spark_als" and m.training_info == "final"
+                  else len(trained.training_info))
+    report.add(f"  train      {opts['feedback_type']} matrix factorization, solver {opts['solver']}"
+               f" ({solver_text(opts)}), {opts['num_factors']} factors, {iterations} "
+               f"iterations on {data['n_rows']:,} ratings ({data['n_users']:,} users x "
+               f"{data['n_items']:,} items)")
     if parts.eval is not None:
         report.add(f"             split {parts.method}: {parts.eval_fraction:.3g} of the rows held "
                    f"out for eval_loss and ML.EVALUATE ({parts.eval_only_users:,} users and "
@@ -188,6 +189,16 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
     report.details.update({f"train.{k}": v for k, v in trained.timings.items()})
     report.metrics = metrics
     return report
+
+
+def solver_text(options: Dict) -> str:
+    """How the solver was set up, for the summary line."""
+    if options["solver"] == "bigquery_ml":
+        return (f"BigQuery ML's objective, L2_REG {options['l2_reg']:g}, "
+                f"{options['num_blocks']} blocks, {options.get('solver_path', '?')} path")
+    reg = f"regParam {options['spark_reg_param']:.4g}"
+    return (f"pyspark.ml ALS, {reg} from l2_reg {options['l2_reg']:g}"
+            if options["reg_param"] is None else f"pyspark.ml ALS, {reg}")
 
 
 def model_metrics(trained: model_stage.TrainedModel, table: DataFrame,

@@ -15,3 +15,79 @@ def regression_metrics(label, pred):
         "r2_score": 1 - np.sum(err ** 2) / (len(label) * np.var(label)),
         "explained_variance": 1 - np.var(err) / np.var(label),
     }
+
+
+# --- BigQuery ML's explicit objective, one row at a time ----------------------------------------
+
+MASK64 = (1 << 64) - 1
+
+
+def spark_xxhash64_long_int(value: int, seed: int) -> int:
+    """Spark SQL's ``xxhash64(<bigint value>, <int seed>)`` (signed), from the reference XXH64:
+    Spark hashes a BIGINT as its 8 little-endian bytes with seed 42, then an INT as its 4 bytes
+    seeded with the hash so far."""
+    import xxhash
+
+    first = xxhash.xxh64_intdigest(int(value).to_bytes(8, "little", signed=True), seed=42)
+    second = xxhash.xxh64_intdigest(int(seed).to_bytes(4, "little", signed=True), seed=first)
+    return second - (1 << 64) if second >= 1 << 63 else second
+
+
+def documented_start(hash_value: int, rank: int, scale: float = 0.1) -> np.ndarray:
+    """The starting factors recsys documents: SplitMix64 seeded with the id's hash, two outputs
+    per component, Box-Muller (plain Python integers, one value at a time)."""
+    state = hash_value & MASK64
+    outputs = []
+    for _ in range(2 * rank):
+        state = (state + 0x9E3779B97F4A7C15) & MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        outputs.append(z ^ (z >> 31))
+    u = [((o >> 11) + 0.5) / 2.0 ** 53 for o in outputs]
+    return np.array([scale * np.sqrt(-2 * np.log(u[2 * j])) * np.cos(2 * np.pi * u[2 * j + 1])
+                     for j in range(rank)])
+
+
+def bqml_explicit_als(users, items, ratings, *, rank, l2_reg, intercept_l2_reg, iterations, seed,
+                      eval_rows=None):
+    """Alternating exact minimisation of sum (r - mu - b_u - b_i - x_u.y_i)^2 + l2_reg (|X|^2 +
+    |Y|^2) + intercept_l2_reg (|b_u|^2 + |b_i|^2): items first, then users, each row's
+    (rank + 1)-unknown ridge problem solved with np.linalg.solve. Returns a list with, per
+    iteration, dict(users={id: (x, b)}, items={id: (y, b)}, loss, eval_loss)."""
+    users, items = np.asarray(users), np.asarray(items)
+    ratings = np.asarray(ratings, dtype=float)
+    mu = ratings.mean()
+    x = {u: documented_start(spark_xxhash64_long_int(u, seed), rank) for u in np.unique(users)}
+    bu = {u: 0.0 for u in x}
+    y, bi = {}, {}
+    ridge = np.diag([l2_reg] * rank + [intercept_l2_reg])
+    history = []
+
+    def solve(own, other, own_ids, fixed, fixed_b):
+        out, out_b = {}, {}
+        for key in np.unique(own):
+            rows = np.flatnonzero(own == key)
+            design = np.array([np.append(fixed[other[j]], 1.0) for j in rows])
+            target = np.array([ratings[j] - mu - fixed_b[other[j]] for j in rows])
+            z = np.linalg.solve(design.T @ design + ridge, design.T @ target)
+            out[key], out_b[key] = z[:rank], z[rank]
+        return out, out_b
+
+    def predict(u, i):
+        value = mu + bu.get(u, 0.0) + bi.get(i, 0.0)
+        if u in x and i in y:
+            value += x[u] @ y[i]
+        return value
+
+    for _ in range(iterations):
+        y, bi = solve(items, users, None, x, bu)
+        x, bu = solve(users, items, None, y, bi)
+        loss = np.mean([(r - predict(u, i)) ** 2 for u, i, r in zip(users, items, ratings)])
+        eval_loss = None
+        if eval_rows is not None:
+            eval_loss = np.mean([(r - predict(u, i)) ** 2 for u, i, r in eval_rows])
+        history.append({"users": {u: (x[u].copy(), bu[u]) for u in x},
+                        "items": {i: (y[i].copy(), bi[i]) for i in y},
+                        "loss": loss, "eval_loss": eval_loss, "mu": mu})
+    return history

@@ -1,0 +1,346 @@
+"""BigQuery ML's matrix factorization objective, solved by alternating least squares on Spark.
+
+The ``bigquery_ml`` solver. Explicit feedback minimises
+
+    sum (r - mu - b_u - b_i - x_u.y_i)^2 + L2_REG (sum |x_u|^2 + sum |y_i|^2)
+                                         + INTERCEPT_L2_REG (sum b_u^2 + sum b_i^2)
+
+mu being the mean training rating and the ridge *not* scaled by rating counts (pyspark.ml ALS
+scales it: ALS-WR). The intercepts are one more unknown of each side's rows
+(``recsys.normal_equations``), so every half-step minimises the whole objective exactly over
+that side. Items are solved first, from the users' starting factors (``initial_factors`` of
+Spark SQL's ``xxhash64(user_id, seed)``; intercepts start at 0).
+
+How it is distributed (after Spark's ALS, ``mllib/.../recommendation/ALS.scala``):
+
+- the ratings are grouped once by user block and once by item block (row ``k`` of a side lives in
+  block ``k % num_blocks``) into ``RowBlock`` objects, one per partition, cached;
+- each half-step ships the fixed side's states to the tasks of the side being solved: as one
+  broadcast array while it is at most ``broadcast_max_bytes``, else as messages from every fixed
+  block to the blocks that reference its rows, shuffled to them and assembled there (the join
+  path). Both give every task the same numbers, so both give the same factors;
+- every row's k x k (k + 1 with its intercept) system is solved in the task by batched NumPy
+  (``RowBlock.solve``); the driver only ever holds factor-sized arrays (broadcast path) or
+  per-block sums (join path);
+- the pass that solves the users also returns each block's squared errors on its training and
+  evaluation ratings: ML.TRAINING_INFO's ``loss`` and ``eval_loss`` cost no extra pass;
+- on the join path the lineage is cut every ``checkpoint_interval`` iterations.
+
+Block membership depends only on the row index, and the row index only on the set of ids, so the
+same ratings, options and seed give the same factors on any number of cores or executors.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+from pyspark import RDD, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from recsys.normal_equations import RowBlock, Solved, design_and_offset, initial_factors
+
+# Input columns: dense row indices of both sides, the value to fit (rating - mu), the evaluation
+# flag (a split's held-out rows: scored, never fitted) and the user id's hash (starting factors).
+USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH = "_u", "_i", "_value", "_eval", "_h"
+# Ratings per pickled piece when grouping into blocks (a Spark binary value stays far below 2 GB).
+PIECE_ROWS = 1 << 20
+RATINGS_PER_BLOCK = 500_000
+MAX_DEFAULT_BLOCKS = 1024
+
+
+@dataclass(frozen=True)
+class SolverParams:
+    """Options of one fit (already resolved: no None)."""
+
+    rank: int
+    l2_reg: float
+    intercept_l2_reg: float
+    max_iterations: int
+    early_stop: bool
+    min_rel_progress: float
+    num_blocks: int
+    broadcast_max_bytes: int
+    checkpoint_interval: int
+
+
+@dataclass
+class SolvedSides:
+    """The fit's final states per side, as RDDs of (block, Solved), and ML.TRAINING_INFO."""
+
+    users: RDD
+    items: RDD
+    history: List[Dict]
+    path: str  # "broadcast" or "join": how the fixed side reached the tasks
+    _keep: list  # broadcasts and cached RDDs the states still depend on; see release()
+
+    def release(self) -> None:
+        """Free the cached blocks and broadcasts once the states are written or checkpointed."""
+        for obj in self._keep:
+            if hasattr(obj, "destroy"):
+                obj.destroy()
+            else:
+                obj.unpersist()
+
+
+def default_num_blocks(n_ratings: int) -> int:
+    """Blocks per side when ``model.num_blocks`` is not set: one per 500,000 ratings, at least 2.
+    Derived from the data, never from the cores, so the factors do not depend on the cluster.
+
+    >>> default_num_blocks(100_004), default_num_blocks(1_000_209), default_num_blocks(25_000_095)
+    (2, 3, 51)
+    """
+    return int(min(MAX_DEFAULT_BLOCKS, max(2, math.ceil(n_ratings / RATINGS_PER_BLOCK))))
+
+
+def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: int,
+          progress: Optional[Callable[[str], None]] = None) -> SolvedSides:
+    """Fit BigQuery ML's explicit objective on ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE,
+    IS_EVAL, USER_HASH; indices dense in 0..n-1). Returns the final states and one
+    training-info row per iteration (``loss``/``eval_loss``: MSE of the training / evaluation
+    ratings after the iteration)."""
+    p = params
+    user_blocks = _blocks(ratings, USER_IDX, ITEM_IDX, p.num_blocks, hashes=USER_HASH)
+    item_blocks = _blocks(ratings, ITEM_IDX, USER_IDX, p.num_blocks)
+    ridge = np.array([p.l2_reg] * p.rank + [p.intercept_l2_reg])
+    state_bytes = max(n_users, n_items) * (p.rank + 1) * 8
+    path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
+    step = _BroadcastStep(ratings.sparkSession) if path == "broadcast" else _JoinStep(p.num_blocks)
+    rank = p.rank
+
+    def start(block: RowBlock) -> Solved:
+        state = np.zeros((len(block.row_ids), rank + 1))
+        state[:, :rank] = initial_factors(block.hashes, rank)
+        return Solved(block.row_ids, state, block.counts)
+
+    users = step.start(user_blocks, start)
+    step.materialise(users, n_users)
+    history: List[Dict] = []
+    for iteration in range(p.max_iterations):
+        started = time.perf_counter()
+        items = step.half(item_blocks, users, ridge, rank)
+        step.materialise(items, n_items)
+        step.retire(users)
+        cut = p.checkpoint_interval > 0 and (iteration + 1) % p.checkpoint_interval == 0
+        users = step.half(user_blocks, items, ridge, rank, checkpoint=cut)
+        sums = step.materialise(users, n_users)
+        step.retire(items, keep=True)
+        train_sse, train_n, eval_sse, eval_n = (math.fsum(s[k] for s in sums) for k in range(4))
+        seconds = time.perf_counter() - started
+        history.append({
+            "training_run": 0, "iteration": iteration, "loss": train_sse / train_n,
+            "eval_loss": eval_sse / eval_n if eval_n else None, "learning_rate": None,
+            "duration_ms": int(round(seconds * 1000))})
+        if progress is not None:
+            eval_text = (f", eval_loss {history[-1]['eval_loss']:.4f}" if eval_n else "")
+            progress(f"iteration {iteration}: loss {history[-1]['loss']:.4f}{eval_text} "
+                     f"({seconds:.1f}s)")
+        if p.early_stop and len(history) >= 2 and rel_progress(history) < p.min_rel_progress:
+            break
+    return SolvedSides(users=users, items=items, history=history, path=path,
+                       _keep=[user_blocks, item_blocks, *step.held(users, items)])
+
+
+def rel_progress(history: List[Dict]) -> float:
+    """Relative improvement of the last iteration's loss over the one before (EARLY_STOP)."""
+    before, after = history[-2]["loss"], history[-1]["loss"]
+    return (before - after) / before if before else 0.0
+
+
+def state_rows(sides: SolvedSides, which: str, rank: int) -> RDD:
+    """(index, intercept, factors) tuples of the rows that had training ratings."""
+    rdd = sides.users if which == "user" else sides.items
+
+    def rows(kv):
+        solved = kv[1]
+        trained = solved.train_counts > 0
+        for idx, state in zip(solved.row_ids[trained].tolist(), solved.state[trained]):
+            yield idx, float(state[rank]), state[:rank].tolist()
+
+    return rdd.flatMap(rows)
+
+
+STATE_SCHEMA = T.StructType([T.StructField("_idx", T.LongType(), False),
+                             T.StructField("intercept", T.DoubleType(), False),
+                             T.StructField("factors", T.ArrayType(T.DoubleType(), False), False)])
+
+
+# --- blocks ------------------------------------------------------------------------------------
+
+def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
+            hashes: Optional[str] = None) -> RDD:
+    """RDD of (block, RowBlock), block b in partition b, cached and materialised.
+
+    Each input partition is read as Arrow batches and cut into per-block pieces (pickled NumPy
+    arrays); the pieces are shuffled to their block's partition and built there."""
+    names = [row, col, VALUE, IS_EVAL] + ([hashes] if hashes else [])
+
+    def pieces(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        parts = [[] for _ in names]
+        for batch in batches:
+            for k, name in enumerate(names):
+                parts[k].append(batch.column(name).to_numpy(zero_copy_only=False))
+        if not parts[0] or not sum(len(a) for a in parts[0]):
+            return
+        arrays = [np.concatenate(a) for a in parts]
+        block_of = arrays[0] % num_blocks
+        for block in np.unique(block_of):
+            where = np.flatnonzero(block_of == block)
+            for lo in range(0, len(where), PIECE_ROWS):
+                take = where[lo:lo + PIECE_ROWS]
+                payload = pickle.dumps(tuple(a[take] for a in arrays), protocol=4)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([int(block)], pa.int32()), pa.array([payload], pa.binary())],
+                    names=["block", "payload"])
+
+    def build(items: Iterator) -> Iterator:
+        grouped: Dict[int, list] = {}
+        for block, payload in items:
+            grouped.setdefault(block, []).append(pickle.loads(payload))
+        for block, found in sorted(grouped.items()):
+            arrays = [np.concatenate(a) for a in zip(*found)]
+            yield block, RowBlock.build(arrays[0], arrays[1], arrays[2], arrays[3],
+                                        num_blocks=num_blocks,
+                                        hashes=arrays[4] if hashes else None)
+
+    cut = ratings.select(*names).mapInArrow(pieces, "block int, payload binary")
+    blocks = (cut.rdd.map(lambda r: (r[0], bytes(r[1]))).partitionBy(num_blocks)
+              .mapPartitions(build, preservesPartitioning=True)
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    blocks.count()
+    return blocks
+
+
+# --- the two ways of shipping the fixed side ----------------------------------------------------
+
+def _solve_block(block: RowBlock, fixed: np.ndarray, ridge: np.ndarray, rank: int) -> Solved:
+    design, offset = design_and_offset(fixed, rank, intercepts=True)
+    return block.solve(design, offset, ridge)
+
+
+class _Step:
+    """Runs half-steps; ``retire`` lets go of a state once the next one is computed."""
+
+    def __init__(self):
+        self._kept: Dict[int, RDD] = {}   # id(rdd) -> rdd, the states not yet retired
+
+    def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved]) -> RDD:
+        """The starting states, one per block."""
+        return self._keep(blocks.mapValues(fn), blocks)
+
+    def _keep(self, states: RDD, blocks: RDD) -> RDD:
+        states.persist(StorageLevel.MEMORY_AND_DISK)
+        self._kept[id(states)] = states
+        return states
+
+    def retire(self, states: RDD, keep: bool = False) -> None:
+        """``states`` has fed its half-step; the last ones are kept (``keep``) for the output."""
+        for key, rdd in list(self._kept.items()):
+            if rdd is states and not keep:
+                rdd.unpersist()
+                del self._kept[key]
+
+    def held(self, *states: RDD) -> list:
+        """What the final ``states`` still depend on; everything else is released now."""
+        for key, rdd in list(self._kept.items()):
+            if all(rdd is not s for s in states):
+                rdd.unpersist()
+                del self._kept[key]
+        return list(states)
+
+
+class _BroadcastStep(_Step):
+    """The fixed side's states collected and broadcast to every task."""
+
+    def __init__(self, spark: SparkSession):
+        super().__init__()
+        self.sc = spark.sparkContext
+        self._full: Dict[int, np.ndarray] = {}   # id(states) -> all rows' states, one array
+        self._broadcasts: list = []
+
+    def materialise(self, states: RDD, n_rows: int) -> List[Tuple]:
+        """Compute ``states``; keep them as one array for the next broadcast; return each
+        block's (train_sse, train_n, eval_sse, eval_n), in block order."""
+        full, sums = None, []
+        for _, solved in sorted(states.collect(), key=lambda kv: kv[0]):
+            if full is None:
+                full = np.zeros((n_rows, solved.state.shape[1]))
+            full[solved.row_ids] = solved.state
+            sums.append(solved.sums())
+        self._full[id(states)] = full
+        return sums
+
+    def half(self, blocks: RDD, fixed: RDD, ridge: np.ndarray, rank: int,
+             checkpoint: bool = False) -> RDD:
+        shipped = self.sc.broadcast(self._full.pop(id(fixed)))
+        # The last two broadcasts feed the states alive; older ones can go.
+        self._broadcasts.append(shipped)
+        for old in self._broadcasts[:-2]:
+            old.destroy()
+        self._broadcasts = self._broadcasts[-2:]
+        return self._keep(blocks.mapValues(
+            lambda block: _solve_block(block, shipped.value[block.needed], ridge, rank)), blocks)
+
+    def held(self, *states: RDD) -> list:
+        return super().held(*states) + self._broadcasts
+
+
+class _JoinStep(_Step):
+    """The fixed side's states shipped block to block: each fixed block sends every solving
+    block the rows it references; the pieces are shuffled to the solving block's partition."""
+
+    def __init__(self, num_blocks: int):
+        super().__init__()
+        self.num_blocks = num_blocks
+        self._blocks_of: Dict[int, RDD] = {}   # id(states) -> the blocks they were solved on
+
+    def _keep(self, states: RDD, blocks: RDD) -> RDD:
+        self._blocks_of[id(states)] = blocks
+        return super()._keep(states, blocks)
+
+    def materialise(self, states: RDD, n_rows: int) -> List[Tuple]:
+        return [s for _, s in sorted(states.mapValues(lambda solved: solved.sums()).collect())]
+
+    def half(self, blocks: RDD, fixed: RDD, ridge: np.ndarray, rank: int,
+             checkpoint: bool = False) -> RDD:
+        messages = _messages(fixed, self._blocks_of[id(fixed)]).partitionBy(self.num_blocks)
+
+        def solve_partition(items: Iterator) -> Iterator:
+            found, pieces = [], []
+            for key, value in items:
+                (found if isinstance(value, RowBlock) else pieces).append((key, value))
+            for key, block in found:  # one block per partition (block b in partition b)
+                yield key, _solve_block(block, block.gather([p for _, p in pieces]), ridge, rank)
+
+        # Both RDDs are partitioned by block with the same partitioner, so the union is
+        # partition-aware: partition b holds block b and every message addressed to it.
+        out = self._keep(blocks.union(messages).mapPartitions(
+            solve_partition, preservesPartitioning=True), blocks)
+        if checkpoint:
+            out.checkpoint()
+        return out
+
+
+def _messages(states: RDD, fixed_blocks: Optional[RDD]) -> RDD:
+    """(target block, (row ids, states)) pieces of every fixed block's states."""
+    if fixed_blocks is None:
+        raise RuntimeError("join path: states without their blocks")
+
+    def send(items: Iterator) -> Iterator:
+        block, solved = None, None
+        for key, value in items:
+            if isinstance(value, RowBlock):
+                block = value
+            else:
+                solved = value
+        if block is not None and solved is not None:
+            yield from block.messages(solved.state)
+
+    return fixed_blocks.union(states).mapPartitions(send)
