@@ -2,13 +2,15 @@
 
     python benchmarks/bench.py --shape ml-1m
     python benchmarks/bench.py --shape ml-25m --set recommend.write_all_pairs=false \
-        --set spark.conf.spark.driver.memory=16g
+        --set spark.conf.spark.driver.memory=12g
 
 Runs the tutorial's pipeline (conf/bench.yaml: ingest, train with NUM_FACTORS 34 / L2_REG 9.83,
-evaluate, ML.RECOMMEND's all-pairs table, top-5) in this process on `recsys.synthetic` data
-(generated once into --data-dir, not timed), then fits the vectorised single-node NumPy ALS
-(`recsys.numpy_als`) on the same rows with the same rank, regParam and iterations: the floor
-that Spark's ALS fit is measured against.
+20 iterations without early stop, evaluate, ML.RECOMMEND's all-pairs table, top-5) in this
+process on `recsys.synthetic` data (generated once into --data-dir, not timed) with the
+configured solver (``bigquery_ml``); then, in the same session, fits the other solver
+(``spark_als``, pyspark.ml ALS) on the same ratings with the same rank and iterations; then the
+single-core NumPy floors of both objectives (`benchmarks/floor.py`, OPENBLAS_NUM_THREADS=1) on
+the same rows. Ratios compare fits measured in this one run.
 
 Reported: wall seconds of Spark start-up and each stage (ingest, train, weights, evaluate,
 recommend = the all-pairs table, top_k), the table writes within them (Spark is lazy: a write's
@@ -19,20 +21,21 @@ of this driver process.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import threading
 import time
 
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from recsys import numpy_als, synthetic  # noqa: E402
+from recsys import synthetic  # noqa: E402
 from recsys.cli import session_conf  # noqa: E402
 from recsys.config import load_config  # noqa: E402
 from recsys.model import spark_reg_param  # noqa: E402
@@ -98,26 +101,29 @@ def ensure_data(shape_name: str, seed: int, data_dir: str) -> str:
     return path
 
 
-def numpy_floor(path: str, rank: int, reg_param: float, iterations: int, seed: int) -> dict:
-    """Seconds of the NumPy ALS fit on the file's rows (dense indices; parse not timed)."""
-    table = _read_dat(path)
-    users, user_idx = np.unique(table[:, 0], return_inverse=True)
-    items, item_idx = np.unique(table[:, 1], return_inverse=True)
-    ratings = table[:, 2].astype(float)
-    target = ratings - ratings.mean()
-    start = time.perf_counter()
-    numpy_als.fit_als(user_idx, item_idx, target, n_users=len(users), n_items=len(items),
-                      rank=rank, reg_param=reg_param, max_iter=iterations, seed=seed)
-    return {"numpy_als_fit_s": round(time.perf_counter() - start, 2)}
+def floor(path: str, objective: str, *, rank: int, l2_reg: float, reg_param: float,
+          iterations: int) -> dict:
+    """The single-core NumPy floor of one objective, in a process of its own."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "floor.py"), "--ratings", path,
+         "--objective", objective, "--rank", str(rank), "--l2-reg", str(l2_reg),
+         "--reg-param", str(reg_param), "--iterations", str(iterations)],
+        env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def _read_dat(path: str) -> np.ndarray:
-    """user, item, rating columns of a `u::i::r::t` file ("::" read as two ':' separators)."""
-    import pandas as pd
+def other_solver_fit(spark, cfg, solver: str) -> dict:
+    """Fit ``solver`` on the sink's ratings with the same options; its fit seconds."""
+    from recsys.model import fit
+    from recsys.sinks import make_sink
 
-    frame = pd.read_csv(path, sep=":", header=None, usecols=[0, 2, 4], engine="c",
-                        dtype=np.int64)
-    return frame.to_numpy()
+    ratings = make_sink(cfg).read(spark, "ratings")
+    model_cfg = dataclasses.replace(cfg.model, solver=solver, training_info="final")
+    model = fit(ratings, model_cfg)
+    return {f"{solver}_fit_s": round(model.timings["als_fit"], 2),
+            f"{solver}_train_s": round(model.timings["total"], 2),
+            f"{solver}_training_loss": round(model.training_info[-1]["loss"], 4)}
 
 
 def main(argv=None) -> int:
@@ -128,7 +134,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=os.path.join(REPO, "conf", "bench.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE")
-    parser.add_argument("--no-floor", action="store_true", help="skip the NumPy ALS fit")
+    parser.add_argument("--no-floor", action="store_true", help="skip the NumPy floors")
+    parser.add_argument("--no-other-solver", action="store_true",
+                        help="skip the second solver's fit")
     args = parser.parse_args(argv)
 
     ratings = ensure_data(args.shape, args.seed, args.data_dir)
@@ -147,6 +155,8 @@ def main(argv=None) -> int:
     try:
         report = run_pipeline(spark, cfg)
         total = time.perf_counter() - start
+        other = "spark_als" if cfg.model.solver == "bigquery_ml" else "bigquery_ml"
+        others = {} if args.no_other_solver else other_solver_fit(spark, cfg, other)
         conf = spark.sparkContext.getConf()
         settings = {key: conf.get(key, None) for key in (
             "spark.master", "spark.driver.memory", "spark.sql.shuffle.partitions",
@@ -160,8 +170,8 @@ def main(argv=None) -> int:
     result = {
         "shape": args.shape, "n_ratings": shape.n_ratings, "n_users": shape.n_users,
         "n_items": shape.n_items,
-        "options": {"num_factors": m.num_factors, "l2_reg": m.l2_reg,
-                    "max_iterations": m.max_iterations,
+        "options": {"solver": m.solver, "num_factors": m.num_factors, "l2_reg": m.l2_reg,
+                    "max_iterations": m.max_iterations, "early_stop": m.early_stop,
                     "write_all_pairs": cfg.recommend.write_all_pairs},
         "spark_startup_s": round(startup, 2),
         **{f"{stage}_s": round(seconds, 2) for stage, seconds in report.timings.items()},
@@ -171,12 +181,23 @@ def main(argv=None) -> int:
                         "driver_python": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10},
         "spark": settings,
     }
+    solver = cfg.model.solver
+    result[f"{solver}_fit_s"] = result["train.als_fit_s"]
+    result.update(others)
     if not args.no_floor:
         reg = m.reg_param if m.reg_param is not None else spark_reg_param(
             m.l2_reg, n_rows=shape.n_ratings, n_users=shape.n_users, n_items=shape.n_items)
-        result.update(numpy_floor(ratings, m.num_factors, reg, m.max_iterations, m.seed))
-        result["als_fit_vs_floor"] = round(result["train.als_fit_s"] / result["numpy_als_fit_s"],
-                                           2)
+        for objective in ("bigquery_ml", "als_wr"):
+            got = floor(ratings, objective, rank=m.num_factors, l2_reg=m.l2_reg, reg_param=reg,
+                        iterations=m.max_iterations)
+            result[f"floor_{objective}_1core_s"] = got["fit_s"]
+    if "bigquery_ml_fit_s" in result and "spark_als_fit_s" in result:
+        result["bigquery_ml_vs_spark_als"] = round(
+            result["bigquery_ml_fit_s"] / result["spark_als_fit_s"], 2)
+    for name, objective in (("bigquery_ml", "bigquery_ml"), ("spark_als", "als_wr")):
+        if f"{name}_fit_s" in result and f"floor_{objective}_1core_s" in result:
+            result[f"{name}_vs_floor"] = round(
+                result[f"{name}_fit_s"] / result[f"floor_{objective}_1core_s"], 2)
     print(json.dumps(result), flush=True)
     return 0
 

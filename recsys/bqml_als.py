@@ -67,6 +67,20 @@ class SolverParams:
     num_blocks: int
     broadcast_max_bytes: int
     checkpoint_interval: int
+    wals_alpha: Optional[float] = None   # None: explicit feedback; else implicit (WALS)
+
+    @property
+    def implicit(self) -> bool:
+        return self.wals_alpha is not None
+
+    @property
+    def width(self) -> int:
+        """Unknowns per row: the factors, and the intercept for explicit feedback."""
+        return self.rank if self.implicit else self.rank + 1
+
+    def ridge(self) -> np.ndarray:
+        return np.array([self.l2_reg] * self.rank
+                        + ([] if self.implicit else [self.intercept_l2_reg]))
 
 
 @dataclass
@@ -107,43 +121,77 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
     p = params
     user_blocks = _blocks(ratings, USER_IDX, ITEM_IDX, p.num_blocks, hashes=USER_HASH)
     item_blocks = _blocks(ratings, ITEM_IDX, USER_IDX, p.num_blocks)
-    ridge = np.array([p.l2_reg] * p.rank + [p.intercept_l2_reg])
-    state_bytes = max(n_users, n_items) * (p.rank + 1) * 8
+    state_bytes = max(n_users, n_items) * p.width * 8
     path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
     step = _BroadcastStep(ratings.sparkSession) if path == "broadcast" else _JoinStep(p.num_blocks)
-    rank = p.rank
+    solve_block = _block_solver(p)
+    rank, width = p.rank, p.width
 
     def start(block: RowBlock) -> Solved:
-        state = np.zeros((len(block.row_ids), rank + 1))
-        state[:, :rank] = initial_factors(block.hashes, rank)
+        # Rows with evaluation ratings only never enter the training sums: they start at 0.
+        state = np.zeros((len(block.row_ids), width))
+        state[:, :rank] = initial_factors(block.hashes, rank) * (block.counts > 0)[:, None]
         return Solved(block.row_ids, state, block.counts)
 
     users = step.start(user_blocks, start)
-    step.materialise(users, n_users)
+    user_sums = step.materialise(users, n_users)
     history: List[Dict] = []
     for iteration in range(p.max_iterations):
         started = time.perf_counter()
-        items = step.half(item_blocks, users, ridge, rank)
-        step.materialise(items, n_items)
+        items = step.half(item_blocks, users, _gram(user_sums), solve_block)
+        item_sums = step.materialise(items, n_items)
         step.retire(users)
         cut = p.checkpoint_interval > 0 and (iteration + 1) % p.checkpoint_interval == 0
-        users = step.half(user_blocks, items, ridge, rank, checkpoint=cut)
-        sums = step.materialise(users, n_users)
+        users = step.half(user_blocks, items, _gram(item_sums), solve_block, checkpoint=cut)
+        user_sums = step.materialise(users, n_users)
         step.retire(items, keep=True)
-        train_sse, train_n, eval_sse, eval_n = (math.fsum(s[k] for s in sums) for k in range(4))
-        seconds = time.perf_counter() - started
-        history.append({
-            "training_run": 0, "iteration": iteration, "loss": train_sse / train_n,
-            "eval_loss": eval_sse / eval_n if eval_n else None, "learning_rate": None,
-            "duration_ms": int(round(seconds * 1000))})
+        history.append(_info_row(iteration, user_sums, item_sums, p.implicit,
+                                 time.perf_counter() - started))
         if progress is not None:
-            eval_text = (f", eval_loss {history[-1]['eval_loss']:.4f}" if eval_n else "")
-            progress(f"iteration {iteration}: loss {history[-1]['loss']:.4f}{eval_text} "
-                     f"({seconds:.1f}s)")
+            row = history[-1]
+            eval_text = f", eval_loss {row['eval_loss']:.4f}" if row["eval_loss"] is not None else ""
+            progress(f"iteration {iteration}: loss {row['loss']:.4f}{eval_text} "
+                     f"({row['duration_ms'] / 1000:.1f}s)")
         if p.early_stop and len(history) >= 2 and rel_progress(history) < p.min_rel_progress:
             break
     return SolvedSides(users=users, items=items, history=history, path=path,
                        _keep=[user_blocks, item_blocks, *step.held(users, items)])
+
+
+def _block_solver(p: SolverParams):
+    """The task-side solve of one block given the fixed side's states and Gram matrix."""
+    ridge, rank, alpha = p.ridge(), p.rank, p.wals_alpha
+
+    def solve_block(block: RowBlock, fixed: np.ndarray, gram: Optional[np.ndarray]) -> Solved:
+        design, offset = design_and_offset(fixed, rank, intercepts=alpha is None)
+        return block.solve(design, offset, ridge, gram=gram if alpha is not None else None,
+                           alpha=alpha)
+
+    return solve_block
+
+
+def _gram(sums: List[Tuple]) -> np.ndarray:
+    """The side's Y^T Y from the per-block parts, added in block order (deterministic)."""
+    total = sums[0][1].copy()
+    for _, part in sums[1:]:
+        total += part
+    return total
+
+
+def _info_row(iteration: int, user_sums, item_sums, implicit: bool, seconds: float) -> Dict:
+    """One ML.TRAINING_INFO row from the user step's per-block sums.
+
+    Explicit: loss = MSE over the training ratings, eval_loss = MSE over the evaluation ratings.
+    Implicit: loss = the WALS data term sum c (p - s)^2 over every (user, item) pair of the
+    training users and items, divided by their number; eval_loss = mean c (1 - s)^2 over the
+    evaluation ratings."""
+    train, n_ratings, held, n_eval, users = (
+        math.fsum(s[0][k] for s in user_sums) for k in range(5))
+    items = math.fsum(s[0][4] for s in item_sums)
+    loss = train / (users * items) if implicit else train / n_ratings
+    return {"training_run": 0, "iteration": iteration, "loss": loss,
+            "eval_loss": held / n_eval if n_eval else None, "learning_rate": None,
+            "duration_ms": int(round(seconds * 1000))}
 
 
 def rel_progress(history: List[Dict]) -> float:
@@ -153,14 +201,16 @@ def rel_progress(history: List[Dict]) -> float:
 
 
 def state_rows(sides: SolvedSides, which: str, rank: int) -> RDD:
-    """(index, intercept, factors) tuples of the rows that had training ratings."""
+    """(index, intercept, factors) tuples of the rows that had training ratings (intercept 0
+    for implicit feedback, which has none)."""
     rdd = sides.users if which == "user" else sides.items
 
     def rows(kv):
         solved = kv[1]
         trained = solved.train_counts > 0
         for idx, state in zip(solved.row_ids[trained].tolist(), solved.state[trained]):
-            yield idx, float(state[rank]), state[:rank].tolist()
+            intercept = float(state[rank]) if len(state) > rank else 0.0
+            yield idx, intercept, state[:rank].tolist()
 
     return rdd.flatMap(rows)
 
@@ -220,11 +270,6 @@ def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
 
 # --- the two ways of shipping the fixed side ----------------------------------------------------
 
-def _solve_block(block: RowBlock, fixed: np.ndarray, ridge: np.ndarray, rank: int) -> Solved:
-    design, offset = design_and_offset(fixed, rank, intercepts=True)
-    return block.solve(design, offset, ridge)
-
-
 class _Step:
     """Runs half-steps; ``retire`` lets go of a state once the next one is computed."""
 
@@ -267,17 +312,17 @@ class _BroadcastStep(_Step):
 
     def materialise(self, states: RDD, n_rows: int) -> List[Tuple]:
         """Compute ``states``; keep them as one array for the next broadcast; return each
-        block's (train_sse, train_n, eval_sse, eval_n), in block order."""
+        block's (``Solved.sums()``, ``Solved.gram()``), in block order."""
         full, sums = None, []
         for _, solved in sorted(states.collect(), key=lambda kv: kv[0]):
             if full is None:
                 full = np.zeros((n_rows, solved.state.shape[1]))
             full[solved.row_ids] = solved.state
-            sums.append(solved.sums())
+            sums.append((solved.sums(), solved.gram()))
         self._full[id(states)] = full
         return sums
 
-    def half(self, blocks: RDD, fixed: RDD, ridge: np.ndarray, rank: int,
+    def half(self, blocks: RDD, fixed: RDD, gram: np.ndarray, solve_block,
              checkpoint: bool = False) -> RDD:
         shipped = self.sc.broadcast(self._full.pop(id(fixed)))
         # The last two broadcasts feed the states alive; older ones can go.
@@ -286,7 +331,7 @@ class _BroadcastStep(_Step):
             old.destroy()
         self._broadcasts = self._broadcasts[-2:]
         return self._keep(blocks.mapValues(
-            lambda block: _solve_block(block, shipped.value[block.needed], ridge, rank)), blocks)
+            lambda block: solve_block(block, shipped.value[block.needed], gram)), blocks)
 
     def held(self, *states: RDD) -> list:
         return super().held(*states) + self._broadcasts
@@ -306,9 +351,11 @@ class _JoinStep(_Step):
         return super()._keep(states, blocks)
 
     def materialise(self, states: RDD, n_rows: int) -> List[Tuple]:
-        return [s for _, s in sorted(states.mapValues(lambda solved: solved.sums()).collect())]
+        """Compute ``states``; return each block's (``Solved.sums()``, ``Solved.gram()``)."""
+        parts = states.mapValues(lambda solved: (solved.sums(), solved.gram())).collect()
+        return [value for _, value in sorted(parts, key=lambda kv: kv[0])]
 
-    def half(self, blocks: RDD, fixed: RDD, ridge: np.ndarray, rank: int,
+    def half(self, blocks: RDD, fixed: RDD, gram: np.ndarray, solve_block,
              checkpoint: bool = False) -> RDD:
         messages = _messages(fixed, self._blocks_of[id(fixed)]).partitionBy(self.num_blocks)
 
@@ -317,7 +364,7 @@ class _JoinStep(_Step):
             for key, value in items:
                 (found if isinstance(value, RowBlock) else pieces).append((key, value))
             for key, block in found:  # one block per partition (block b in partition b)
-                yield key, _solve_block(block, block.gather([p for _, p in pieces]), ridge, rank)
+                yield key, solve_block(block, block.gather([p for _, p in pieces]), gram)
 
         # Both RDDs are partitioned by block with the same partitioner, so the union is
         # partition-aware: partition b holds block b and every message addressed to it.

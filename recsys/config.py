@@ -30,6 +30,8 @@ from recsys.errors import ConfigError
 SOURCE_FORMATS = ("ml-latest", "ml-1m", "ml-100k", "csv", "parquet", "bigquery")
 FEEDBACK_TYPES = ("explicit", "implicit")
 SOLVERS = ("bigquery_ml", "spark_als")
+# How spark_als derives regParam from l2_reg (recsys.model.SPARK_REG_PARAM_RULES).
+REG_PARAM_RULES = ("mean_ridge", "per_user", "per_item", "geometric", "literal")
 TRAINING_INFO_MODES = ("final", "every_iteration")
 SPLIT_METHODS = ("no_split", "auto_split", "random", "custom", "seq")
 SINK_TYPES = ("local", "bigquery")
@@ -98,6 +100,7 @@ class ModelConfig:
     l2_reg: float = 1.0
     intercept_l2_reg: Optional[float] = None
     reg_param: Optional[float] = None
+    reg_param_rule: str = "default"
     max_iterations: int = 20
     wals_alpha: float = 40.0
     user_col: str = "user_id"
@@ -436,6 +439,9 @@ def _validate(cfg: Config) -> None:
     need(mod.solver == "spark_als" or mod.training_info == "final",
          "model.training_info every_iteration is for model.solver spark_als (bigquery_ml "
          "records every iteration from the pass that trains)")
+    need(mod.reg_param_rule in ("default", *REG_PARAM_RULES),
+         f"model.reg_param_rule must be default or one of {', '.join(REG_PARAM_RULES)}, "
+         f"got {mod.reg_param_rule!r}")
     need(mod.intercept_l2_reg is None or mod.intercept_l2_reg > 0,
          f"model.intercept_l2_reg must be > 0, got {mod.intercept_l2_reg}")
     need(mod.broadcast_max_mb >= 0,

@@ -42,7 +42,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import bqml_als, ids
-from recsys.config import ModelConfig, to_dict
+from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
 from recsys.errors import InputError
 from recsys.metrics import exact_avg, exact_sum
 
@@ -96,9 +96,30 @@ class TrainedModel:
 
 # --- options -----------------------------------------------------------------------------------
 
-def spark_reg_param(l2_reg: float, *, n_rows: int, n_users: int, n_items: int) -> float:
-    """pyspark.ml regParam matching BigQuery ML's L2_REG on average (see module docstring)."""
-    return l2_reg * (n_users + n_items) / (2.0 * n_rows)
+# pyspark.ml ALS's regParam from BigQuery ML's L2_REG (model.reg_param_rule). ALS-WR's ridge for
+# a row with n ratings is regParam * n, BigQuery ML's L2_REG whatever n: each rule matches the two
+# at a typical n. ``default`` names the rule recsys uses when only l2_reg is given.
+SPARK_REG_PARAM_RULES = {
+    # the mean of L2_REG / mean(n_u) and L2_REG / mean(n_i)
+    "mean_ridge": lambda l2, n, users, items: l2 * (users + items) / (2.0 * n),
+    # L2_REG / mean(n_u): exact for the average user
+    "per_user": lambda l2, n, users, items: l2 * users / n,
+    # L2_REG / mean(n_i): exact for the average item
+    "per_item": lambda l2, n, users, items: l2 * items / n,
+    # L2_REG / sqrt(mean(n_u) * mean(n_i))
+    "geometric": lambda l2, n, users, items: l2 * (users * items) ** 0.5 / n,
+    # L2_REG as regParam, as a user would first try (README: predictions collapse to zero)
+    "literal": lambda l2, n, users, items: l2,
+}
+DEFAULT_REG_PARAM_RULE = "mean_ridge"
+assert tuple(SPARK_REG_PARAM_RULES) == REG_PARAM_RULES
+
+
+def spark_reg_param(l2_reg: float, *, n_rows: int, n_users: int, n_items: int,
+                    rule: str = "default") -> float:
+    """pyspark.ml regParam standing in for BigQuery ML's L2_REG under ``rule``."""
+    rule = DEFAULT_REG_PARAM_RULE if rule == "default" else rule
+    return SPARK_REG_PARAM_RULES[rule](l2_reg, n_rows, n_users, n_items)
 
 
 def default_num_factors(n_rows: int) -> int:
@@ -137,11 +158,10 @@ def resolve_options(cfg: ModelConfig, data: Dict[str, Any]) -> Dict[str, Any]:
         return options
     if cfg.reg_param is not None:
         options["spark_reg_param"] = cfg.reg_param
-        options["reg_param_rule"] = "reg_param (set directly)"
     else:
         options["spark_reg_param"] = spark_reg_param(
-            cfg.l2_reg, n_rows=data["n_rows"], n_users=data["n_users"], n_items=data["n_items"])
-        options["reg_param_rule"] = "l2_reg * (n_users + n_items) / (2 * n_rows)"
+            cfg.l2_reg, n_rows=data["n_rows"], n_users=data["n_users"], n_items=data["n_items"],
+            rule=cfg.reg_param_rule)
     return options
 
 
@@ -261,7 +281,8 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
                      progress) -> TrainedModel:
     """BigQuery ML's objective, solved on Spark (``recsys.bqml_als``)."""
     clock = time.perf_counter()
-    mu = float(data["mean_rating"])
+    # Implicit feedback (WALS) has no intercepts: BigQuery ML reports a global intercept of 0.
+    mu = 0.0 if cfg.feedback_type == "implicit" else float(data["mean_rating"])
     both = ratings if eval_ratings is None else ratings.unionByName(
         eval_ratings.select(*ratings.columns))
     try:
@@ -318,7 +339,8 @@ def solver_params(cfg: ModelConfig, options: Dict[str, Any]) -> "bqml_als.Solver
         early_stop=cfg.early_stop, min_rel_progress=cfg.min_rel_progress,
         num_blocks=options["num_blocks"],
         broadcast_max_bytes=int(cfg.broadcast_max_mb * (1 << 20)),
-        checkpoint_interval=cfg.checkpoint_interval)
+        checkpoint_interval=cfg.checkpoint_interval,
+        wals_alpha=cfg.wals_alpha if cfg.feedback_type == "implicit" else None)
 
 
 def _fit_spark_als(ratings, cfg: ModelConfig, eval_ratings, options, data,

@@ -126,9 +126,15 @@ class Solved:
     eval_sse: float = 0.0
     eval_n: int = 0
 
-    def sums(self) -> Tuple[float, int, float, int]:
-        """(training SSE, training ratings, evaluation SSE, evaluation ratings)."""
-        return self.train_sse, int(self.train_counts.sum()), self.eval_sse, self.eval_n
+    def sums(self) -> Tuple[float, int, float, int, int]:
+        """(training data term, training ratings, evaluation data term, evaluation ratings,
+        rows with training ratings)."""
+        return (self.train_sse, int(self.train_counts.sum()), self.eval_sse, self.eval_n,
+                int(np.count_nonzero(self.train_counts)))
+
+    def gram(self) -> np.ndarray:
+        """Sum of state state^T over the block's rows (implicit feedback's Y^T Y, in parts)."""
+        return self.state.T @ self.state
 
 
 @dataclass
@@ -182,39 +188,61 @@ class RowBlock:
                    eval_values=values[is_eval], hashes=row_hashes, out_links=out_links)
 
     def solve(self, design: np.ndarray, offset: np.ndarray, ridge: np.ndarray, *,
-              gram: Optional[np.ndarray] = None, count_scaled: bool = False) -> Solved:
+              gram: Optional[np.ndarray] = None, alpha: Optional[float] = None,
+              count_scaled: bool = False) -> Solved:
         """New states of the block's rows given the fixed side's ``design`` rows and target
         ``offset`` for ``needed`` (each with the all-zero padding row last, as
-        ``design_and_offset`` gives). ``count_scaled`` multiplies the ridge by each row's
-        rating count (ALS-WR, pyspark.ml ALS's penalty). Rows without training ratings get 0.
+        ``design_and_offset`` gives). Rows without training ratings get 0.
 
-        Also returns the squared errors of the new states on the block's training and
-        evaluation ratings: prediction = offset + design . state, error = value - prediction.
+        Explicit (``alpha`` None): weights 1, target ``value - offset``. Implicit (WALS):
+        ``alpha`` gives confidence c = 1 + alpha * value for every rated column and 1 for every
+        other one, preference 1 where rated and 0 elsewhere; ``gram`` is the fixed side's
+        Y^T Y over all its rows, so the unrated columns are never materialised. ``count_scaled``
+        multiplies the ridge by each row's rating count (ALS-WR, pyspark.ml ALS's penalty).
+
+        Also returns the data term of the objective at the new states: explicit, the squared
+        errors on the training ratings; implicit, sum over every (row, column) pair of
+        c (p - s)^2 = sum_rated [c (1 - s)^2 - s^2] + sum_rows x^T gram x. On the evaluation
+        ratings: explicit (value - prediction)^2, implicit c (1 - s)^2.
         """
         d = design.shape[1]
         state = np.zeros((len(self.row_ids), d))
         diag = np.arange(d)
         tile = max(8, GEMM_CELLS // d ** 2)
         train_sse = 0.0
+        padding = len(self.needed)
         for chunk in self.chunks:
             t = design[chunk.cols]                                   # (rows, width, d)
-            target = chunk.values - offset[chunk.cols]               # padding: 0 - 0
-            rhs = np.einsum("nwk,nw->nk", t, target)
-            normal = _gram(t, tile)
+            if alpha is None:
+                target = chunk.values - offset[chunk.cols]           # padding: 0 - 0
+                normal = _gram(t, tile)
+                rhs = np.einsum("nwk,nw->nk", t, target)
+            else:
+                confidence = np.where(chunk.cols < padding, 1.0 + alpha * chunk.values, 0.0)
+                normal = _gram(t, tile, weights=alpha * chunk.values)
+                rhs = np.einsum("nwk,nw->nk", t, confidence)
             scale = chunk.counts[:, None] if count_scaled else 1.0
             normal[:, diag, diag] += ridge[None, :] * scale
             if gram is not None:
                 normal += gram
             z = cholesky_solve(normal, rhs)
             state[chunk.rows] = z
-            residual = target - np.einsum("nwk,nk->nw", t, z)
-            train_sse += float(np.sum(residual * residual))
+            fitted = np.einsum("nwk,nk->nw", t, z)
+            if alpha is None:
+                residual = target - fitted
+                train_sse += float(np.sum(residual * residual))
+            else:
+                train_sse += float(np.sum(confidence * (1.0 - fitted) ** 2
+                                          - (chunk.cols < padding) * fitted ** 2)
+                                   + np.einsum("nk,kl,nl->", z, gram, z))
         eval_sse = 0.0
         if len(self.eval_values):
-            pred = offset[self.eval_cols] + np.einsum(
-                "nk,nk->n", design[self.eval_cols], state[self.eval_rows])
-            err = self.eval_values - pred
-            eval_sse = float(err @ err)
+            fitted = np.einsum("nk,nk->n", design[self.eval_cols], state[self.eval_rows])
+            if alpha is None:
+                err = self.eval_values - offset[self.eval_cols] - fitted
+                eval_sse = float(err @ err)
+            else:
+                eval_sse = float(np.sum((1.0 + alpha * self.eval_values) * (1.0 - fitted) ** 2))
         return Solved(self.row_ids, state, self.counts, train_sse, eval_sse,
                       len(self.eval_values))
 
@@ -258,13 +286,15 @@ def _chunks(rows, cols, values, counts, n_cols, chunk_cells) -> List[_Chunk]:
     return chunks
 
 
-def _gram(t: np.ndarray, tile: int) -> np.ndarray:
-    """sum over the width of a a^T per row of ``t`` (rows, width, d); long rows in tiles."""
+def _gram(t: np.ndarray, tile: int, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """sum over the width of w a a^T per row of ``t`` (rows, width, d), w = ``weights`` (rows,
+    width) or 1; long rows in tiles."""
     n, width, d = t.shape
+    left = t if weights is None else t * weights[:, :, None]
     full = width // tile if width > tile else 0
     if not full:
-        return np.matmul(t.transpose(0, 2, 1), t)
+        return np.matmul(left.transpose(0, 2, 1), t)
     head = t[:, :full * tile].reshape(n, full, tile, d)
-    gram = np.matmul(head.transpose(0, 1, 3, 2), head).sum(axis=1)
-    tail = t[:, full * tile:]
-    return gram + np.matmul(tail.transpose(0, 2, 1), tail)
+    left_head = left[:, :full * tile].reshape(n, full, tile, d)
+    gram = np.matmul(left_head.transpose(0, 1, 3, 2), head).sum(axis=1)
+    return gram + np.matmul(left[:, full * tile:].transpose(0, 2, 1), t[:, full * tile:])

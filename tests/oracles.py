@@ -91,3 +91,42 @@ def bqml_explicit_als(users, items, ratings, *, rank, l2_reg, intercept_l2_reg, 
                         "items": {i: (y[i].copy(), bi[i]) for i in y},
                         "loss": loss, "eval_loss": eval_loss, "mu": mu})
     return history
+
+
+def wals_dense(users, items, ratings, *, rank, l2_reg, alpha, iterations, seed, eval_rows=None):
+    """BigQuery ML's implicit objective sum over EVERY (user, item) pair of c (p - x_u.y_i)^2 +
+    l2_reg (|X|^2 + |Y|^2), p = 1 where rated, c = 1 + alpha * r there and 1 elsewhere, solved
+    on the dense matrices (no Gram trick), items first. Per iteration: dict(users, items, loss =
+    the data term over all pairs / (n_users * n_items), eval_loss = mean c (1 - s)^2 over
+    ``eval_rows`` (s = 0 for an unknown side))."""
+    uniq_u, ui = np.unique(np.asarray(users), return_inverse=True)
+    uniq_i, ii = np.unique(np.asarray(items), return_inverse=True)
+    pref = np.zeros((len(uniq_u), len(uniq_i)))
+    conf = np.ones_like(pref)
+    pref[ui, ii] = 1.0
+    conf[ui, ii] = 1.0 + alpha * np.asarray(ratings, dtype=float)
+    x = np.array([documented_start(spark_xxhash64_long_int(u, seed), rank) for u in uniq_u])
+    y = np.zeros((len(uniq_i), rank))
+    history = []
+    for _ in range(iterations):
+        for j in range(len(uniq_i)):
+            c = conf[:, j]
+            y[j] = np.linalg.solve((x * c[:, None]).T @ x + l2_reg * np.eye(rank),
+                                   x.T @ (c * pref[:, j]))
+        for k in range(len(uniq_u)):
+            c = conf[k]
+            x[k] = np.linalg.solve((y * c[:, None]).T @ y + l2_reg * np.eye(rank),
+                                   y.T @ (c * pref[k]))
+        scores = x @ y.T
+        loss = np.sum(conf * (pref - scores) ** 2) / pref.size
+        eval_loss = None
+        if eval_rows is not None:
+            u_pos = {u: n for n, u in enumerate(uniq_u)}
+            i_pos = {i: n for n, i in enumerate(uniq_i)}
+            errs = [(1 + alpha * r) * (1 - (x[u_pos[u]] @ y[i_pos[i]]
+                                            if u in u_pos and i in i_pos else 0.0)) ** 2
+                    for u, i, r in eval_rows]
+            eval_loss = float(np.mean(errs))
+        history.append({"users": dict(zip(uniq_u, x.copy())), "items": dict(zip(uniq_i, y.copy())),
+                        "loss": loss, "eval_loss": eval_loss})
+    return history

@@ -131,3 +131,51 @@ def test_more_blocks_than_rows_of_a_side(spark, sample):
     model = fit(train_df, config(num_blocks=16), test_df)
     want = oracle(train, test, 3)
     assert model.training_info[-1]["loss"] == pytest.approx(want[-1]["loss"], rel=1e-8, abs=0)
+
+
+# --- implicit feedback (WALS) -------------------------------------------------------------------
+
+ALPHA = 0.7
+
+
+def test_implicit_iterations_match_the_dense_oracle(spark, sample):
+    """Every iteration's WALS loss, eval_loss and final factors against the dense oracle, which
+    materialises every unrated pair (the solver never does: it adds the Gram matrix)."""
+    from oracles import wals_dense
+
+    train, test, train_df, test_df = sample
+    model = fit(train_df, config(feedback_type="implicit", wals_alpha=ALPHA, max_iterations=3),
+                test_df)
+    want = wals_dense(train.user_id.to_numpy(), train.item_id.to_numpy(), train.rating.to_numpy(),
+                      rank=RANK, l2_reg=L2, alpha=ALPHA, iterations=3, seed=7,
+                      eval_rows=list(zip(test.user_id, test.item_id, test.rating)))
+    assert model.global_intercept == 0.0
+    for got_row, want_row in zip(model.training_info, want):
+        assert got_row["loss"] == pytest.approx(want_row["loss"], rel=1e-8, abs=0)
+        assert got_row["eval_loss"] == pytest.approx(want_row["eval_loss"], rel=1e-8, abs=0)
+    losses = [row["loss"] for row in model.training_info]
+    assert losses == sorted(losses, reverse=True)  # ALS never increases the objective
+    for table, id_col, key in ((model.users, "user_id", "users"), (model.items, "item_id", "items")):
+        got = states(table, id_col)
+        assert set(got) == set(want[-1][key])
+        for key_id, factors in want[-1][key].items():
+            assert np.abs(got[key_id][0] - factors).max() < 1e-8
+            assert got[key_id][1] == 0.0
+
+
+def test_implicit_half_step_solves_the_weighted_normal_equations(spark, sample):
+    """After the user step every user's gradient of the full weighted objective is zero: the
+    unrated pairs (c = 1, p = 0) included."""
+    train, _, train_df, _ = sample
+    model = fit(train_df, config(feedback_type="implicit", wals_alpha=ALPHA, max_iterations=2))
+    users, items = states(model.users, "user_id"), states(model.items, "item_id")
+    item_ids = sorted(items)
+    y = np.array([items[i][0] for i in item_ids])
+    rated = {(u, i): r for u, i, r in zip(train.user_id, train.item_id, train.rating)}
+    worst = 0.0
+    for u, (x, _) in users.items():
+        c = np.array([1 + ALPHA * rated[(u, i)] if (u, i) in rated else 1.0 for i in item_ids])
+        p = np.array([1.0 if (u, i) in rated else 0.0 for i in item_ids])
+        grad = -2 * (y * (c * (p - y @ x))[:, None]).sum(axis=0) + 2 * L2 * x
+        worst = max(worst, np.abs(grad).max())
+    assert worst < 1e-9
