@@ -3,11 +3,12 @@
     python benchmarks/quality.py --ratings data/ml-latest-small/ratings.csv --split random --seed 42
     python benchmarks/quality.py --train u1.base --test u1.test --format ml-100k
 
-Models: the tutorial's options in BigQuery ML semantics (34 factors, L2_REG 9.83 with intercepts),
-raw pyspark.ml ALS (no intercepts, cold test rows dropped as its coldStartStrategy does; its
-regParam picked on a validation split carved from training), and the tuned configuration of
-conf/recommended.yaml, tuned on a validation split when its tuning.num_trials > 0 (with and
-without its minimum-support remedy for the top-k lists).
+Models: the tutorial's options on the ``bigquery_ml`` solver (34 factors, L2_REG 9.83, BigQuery
+ML's objective and early stop: what BigQuery ML itself would give), raw pyspark.ml ALS (the peer: no
+intercepts, cold test rows dropped as its coldStartStrategy does; its regParam picked on a
+validation split carved from training), and the tuned configuration of conf/recommended.yaml,
+tuned on a validation split when its tuning.num_trials > 0 (with and without its minimum-support
+remedy for the top-k lists).
 Rating metrics are over every test row (cold rows get the intercept fallback) except for raw
 ALS; ranking metrics follow recsys.ranking's full-ranking protocol with k = 10.
 """
@@ -112,7 +113,7 @@ def main(argv=None):
         tutorial = ModelConfig(num_factors=34, l2_reg=9.83, seed=args.seed)
         start = time.perf_counter()
         model = fit(train, tutorial)
-        evaluate("tutorial options (BigQuery ML semantics)", model, train, test,
+        evaluate("tutorial options on bigquery_ml (BigQuery ML's model)", model, train, test,
                  time.perf_counter() - start)
 
         start = time.perf_counter()
@@ -127,8 +128,10 @@ def main(argv=None):
             best_cfg, _ = tune(spark, train, best_cfg, recommended.tuning)
         model = fit(train, best_cfg)
         seconds = time.perf_counter() - start
-        name = (f"recommended (num_factors {best_cfg.num_factors}, l2_reg {best_cfg.l2_reg:g}, "
-                f"reg_param {best_cfg.reg_param})")
+        second = (f"reg_param {best_cfg.reg_param}" if best_cfg.solver == "spark_als" else
+                  f"intercept_l2_reg {best_cfg.intercept_l2_reg}")
+        name = (f"recommended ({best_cfg.solver}, num_factors {best_cfg.num_factors}, "
+                f"l2_reg {best_cfg.l2_reg:g}, {second})")
         evaluate(name, model, train, test, seconds)
         support = recommended.recommend.min_item_ratings
         if support:

@@ -146,6 +146,7 @@ class TuningConfig:
     num_factors: Tuple[int, ...] = (16, 34, 64)
     l2_reg: Tuple[float, ...] = (2.0, 5.0, 10.0)
     reg_param: Tuple[float, ...] = (0.05, 0.1, 0.15, 0.2)
+    intercept_l2_reg: Tuple[float, ...] = ()
     wals_alpha: Tuple[float, ...] = (40.0,)
     validation_fraction: float = 0.1
 
@@ -478,6 +479,8 @@ def _validate(cfg: Config) -> None:
     need(0.0 < tun.validation_fraction < 1.0,
          f"tuning.validation_fraction must be between 0 and 1, got {tun.validation_fraction}")
     need(all(2 <= f <= 200 for f in tun.num_factors), "tuning.num_factors must be within 2..200")
+    need(all(v > 0 for v in tun.l2_reg + tun.intercept_l2_reg),
+         "tuning.l2_reg and tuning.intercept_l2_reg must be > 0")
     need(rec.top_k >= 1, f"recommend.top_k must be >= 1, got {rec.top_k}")
     need(rec.min_item_ratings >= 0,
          f"recommend.min_item_ratings must be >= 0, got {rec.min_item_ratings}")

@@ -205,6 +205,7 @@ TRIALS_SCHEMA = StructType([
     StructField("num_factors", LongType(), False),
     StructField("l2_reg", DoubleType(), False),
     StructField("reg_param", DoubleType(), True),
+    StructField("intercept_l2_reg", DoubleType(), True),
     StructField("wals_alpha", DoubleType(), True),
     StructField("objective", DoubleType(), True),
     StructField("eval_rmse", DoubleType(), True),

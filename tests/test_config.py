@@ -18,6 +18,7 @@ def test_yaml_values_and_defaults(tmp_path):
     assert cfg.model.l2_reg == 9.83
     assert cfg.model.max_iterations == 20          # BigQuery ML default
     assert cfg.model.feedback_type == "explicit"
+    assert cfg.model.solver == "bigquery_ml"        # BigQuery ML's objective by default
     assert cfg.ingest.max_reject_fraction == 0.01
     assert cfg.sink.dataset == "bqml_tutorial"
 
@@ -52,6 +53,13 @@ def test_config_objects_are_frozen():
     ("", ["sink.dataset=bad-name;drop"], "sink.dataset must be letters, digits and underscores"),
     ("", ["model.num_factors"], "--set expects dotted.key=value, got 'model.num_factors'"),
     ("source: [1, 2\n", [], "invalid YAML"),
+    ("", ["model.solver=als"], "model.solver must be one of bigquery_ml, spark_als, got 'als'"),
+    ("", ["model.reg_param=0.1"], "model.reg_param is pyspark.ml ALS's own penalty: it needs model.solver spark_als"),
+    ("", ["model.training_info=every_iteration"], "model.training_info every_iteration is for model.solver spark_als"),
+    ("", ["model.intercept_l2_reg=0"], "model.intercept_l2_reg must be > 0, got 0.0"),
+    ("", ["model.solver=spark_als", "model.reg_param_rule=median"], "model.reg_param_rule must be default or one of mean_ridge, per_user, per_item, geometric, literal, got 'median'"),
+    ("", ["model.checkpoint_interval=-1"], "model.checkpoint_interval must be >= 0, got -1"),
+    ("", ["tuning.intercept_l2_reg=[1, 0]"], "tuning.l2_reg and tuning.intercept_l2_reg must be > 0"),
 ])
 def test_errors_are_one_clear_line(tmp_path, text, overrides, message):
     text = text if "ratings" in text or text.startswith("source") else "source:\n  ratings: r.csv\n" + text

@@ -42,14 +42,14 @@ def source(tmp_path_factory):
 def local_tables(source, tmp_path_factory):
     """The pipeline on local[2]: the reference every other run must reproduce."""
     sink = tmp_path_factory.mktemp("sink-local2")
-    finish(run(job_args(source, sink, "--set", "model.max_iterations=4")))
+    finish(run(job_args(source, sink, "--set", "model.max_iterations=4")), timeout=900)
     return snapshot(sink)
 
 
 @pytest.mark.parametrize("master", ["local[1]", "local[4]"])
 def test_cores_do_not_change_the_tables(source, local_tables, master, tmp_path):
     finish(run(job_args(source, tmp_path, "--set", "model.max_iterations=4",
-                        "--set", f"spark.master={master}")))
+                        "--set", f"spark.master={master}")), timeout=900)
     assert_same_tables(snapshot(tmp_path), local_tables)
 
 
@@ -126,7 +126,7 @@ def test_standalone_cluster_gives_the_local_tables(source, local_tables, cluster
     # Not on the driver's path but through the zip: a stale copy elsewhere must not be used.
     env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "2 blocks" in proc.stdout
     assert_same_tables(snapshot(sink), local_tables)

@@ -66,24 +66,27 @@ def small_ratings(spark):
 
 
 def test_every_iteration_reports_the_real_iterates(small_ratings):
-    cfg = ModelConfig(num_factors=4, l2_reg=1.0, max_iterations=4, early_stop=False,
-                      training_info="every_iteration", seed=3)
+    """spark_als: pyspark.ml ALS has no per-iteration hook; every_iteration refits."""
+    cfg = ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0, max_iterations=4,
+                      early_stop=False, training_info="every_iteration", seed=3)
     model = fit(small_ratings, cfg)
     info = model.training_info
     assert [row["iteration"] for row in info] == [0, 1, 2, 3]
     assert all(row["eval_loss"] is None for row in info)
     # Iterate k is the same model as a separate 'final' fit with max_iterations = k + 1.
     for k in (0, 2):
-        single = fit(small_ratings, ModelConfig(num_factors=4, l2_reg=1.0, max_iterations=k + 1,
-                                                early_stop=False, seed=3))
+        single = fit(small_ratings, ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0,
+                                                max_iterations=k + 1, early_stop=False, seed=3))
         assert single.training_info[-1]["loss"] == pytest.approx(info[k]["loss"], rel=1e-9)
     assert info[-1]["loss"] < info[0]["loss"]
 
 
-def test_early_stop_uses_min_rel_progress(small_ratings, spark):
+@pytest.mark.parametrize("solver, training_info", [("spark_als", "every_iteration"),
+                                                   ("bigquery_ml", "final")])
+def test_early_stop_uses_min_rel_progress(small_ratings, spark, solver, training_info):
     eval_rows = small_ratings.limit(30)
-    cfg = ModelConfig(num_factors=4, l2_reg=1.0, max_iterations=10, early_stop=True,
-                      min_rel_progress=0.05, training_info="every_iteration", seed=3)
+    cfg = ModelConfig(solver=solver, num_factors=4, l2_reg=1.0, max_iterations=10,
+                      early_stop=True, min_rel_progress=0.05, training_info=training_info, seed=3)
     info = fit(small_ratings, cfg, eval_rows).training_info
     losses = [row["loss"] for row in info]
     progress = [(a - b) / a for a, b in zip(losses, losses[1:])]
@@ -155,8 +158,9 @@ def test_l2_reg_literal_vs_mapped_on_movielens_sample(spark):
     label = np.array([r.rating for r in ratings.select("rating").collect()])
     results = {}
     for name, cfg in {
-        "literal": ModelConfig(num_factors=34, l2_reg=9.83, reg_param=9.83, max_iterations=10),
-        "mapped": ModelConfig(num_factors=34, l2_reg=9.83, max_iterations=10),
+        "literal": ModelConfig(solver="spark_als", num_factors=34, l2_reg=9.83, reg_param=9.83,
+                               max_iterations=10),
+        "mapped": ModelConfig(solver="spark_als", num_factors=34, l2_reg=9.83, max_iterations=10),
     }.items():
         model = fit(ratings, cfg)
         mse = model.training_info[-1]["loss"]

@@ -119,10 +119,25 @@ def test_tuning_picks_the_lowest_validation_error(spark, ratings):
     # find rows (a shared hash would leave it empty).
     train = split_ratings(ratings, method="RANDOM", eval_fraction=0.2, seed=42).train
     tuning = TuningConfig(num_trials=3, num_factors=(2, 4), l2_reg=(1.0,), reg_param=(0.05, 5.0))
-    best, trials = tune(spark, train, ModelConfig(max_iterations=3, seed=42), tuning)
+    best, trials = tune(spark, train, ModelConfig(solver="spark_als", max_iterations=3, seed=42),
+                        tuning)
     rows = trials.collect()
     assert len(rows) == 3 and [r.trial_id for r in rows] == [0, 1, 2]
     winner = min(rows, key=lambda r: r.objective)
     assert [r.is_optimal for r in rows] == [r is winner for r in rows]
     assert (best.num_factors, best.reg_param) == (winner.num_factors, winner.reg_param)
     assert all(r.eval_rmse == pytest.approx(math.sqrt(r.objective)) for r in rows)
+
+
+def test_bigquery_ml_tuning_searches_the_intercept_ridge(spark, ratings):
+    """bigquery_ml trials span num_factors x l2_reg x intercept_l2_reg (reg_param unused)."""
+    train = split_ratings(ratings, method="RANDOM", eval_fraction=0.2, seed=42).train
+    tuning = TuningConfig(num_trials=4, num_factors=(2,), l2_reg=(0.5, 50.0),
+                          intercept_l2_reg=(0.5, 50.0))
+    best, trials = tune(spark, train, ModelConfig(max_iterations=3, seed=42), tuning)
+    rows = trials.collect()
+    assert [(r.l2_reg, r.intercept_l2_reg, r.reg_param) for r in rows] == [
+        (0.5, 0.5, None), (0.5, 50.0, None), (50.0, 0.5, None), (50.0, 50.0, None)]
+    winner = min(rows, key=lambda r: r.objective)
+    assert (best.l2_reg, best.intercept_l2_reg) == (winner.l2_reg, winner.intercept_l2_reg)
+    assert len({round(r.objective, 9) for r in rows}) == 4  # the intercept ridge matters
