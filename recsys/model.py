@@ -1,28 +1,27 @@
-"""CREATE MODEL: BigQuery ML matrix factorization on pyspark.ml ALS.
+"""CREATE MODEL: BigQuery ML matrix factorization, fitted by one of two solvers.
 
 The explicit model is BigQuery ML's: a global intercept, an intercept per user and per item, and
 latent factors, so that
     predicted = global + user_intercept + item_intercept + x_u . y_i
 An unknown user gets global + item intercept, an unknown item global + user intercept. The
-intercepts are ridge-regularised means fitted first (``fit_intercepts``); ALS then factorises what
-they leave. The implicit model (weighted ALS) has no intercepts (BigQuery ML: global intercept 0).
+implicit model (weighted ALS) has no intercepts (BigQuery ML: global intercept 0).
 
-Regularisation. BigQuery ML minimises
-    sum (r_ui - x_u.y_i)^2 + L2_REG * (sum_u |x_u|^2 + sum_i |y_i|^2)
-while pyspark.ml ALS (ALS-WR) minimises
-    sum (r_ui - x_u.y_i)^2 + regParam * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2),
-n_u and n_i being rating counts. In the per-user normal equations the ridge term is
-L2_REG * I against regParam * n_u * I, so regParam = L2_REG / n_u would be exact for one user. No
-single regParam is exact for all; recsys matches the *average* ridge strength of the two sides:
-    regParam = L2_REG * (|U| + |I|) / (2 N)
-(the mean of L2_REG / mean(n_u) and L2_REG / mean(n_i)). ``reg_param`` sets Spark's value directly.
-The intercepts use L2_REG as it is: b_i = sum(residual) / (n_i + L2_REG).
+- ``bigquery_ml`` (default): BigQuery ML's own objective, intercepts and factors fitted jointly
+  with a ridge not scaled by rating counts, solved on Spark by ``recsys.bqml_als``
+  (docs/solvers.md).
+- ``spark_als``: pyspark.ml ALS. The intercepts are ridge-regularised means fitted first
+  (``fit_intercepts``: b_i = sum(residual) / (n_i + L2_REG)); ALS factorises what they leave.
+  ALS-WR minimises sum (r_ui - x_u.y_i)^2 + regParam * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2):
+  its ridge grows with the row's rating count, so no regParam gives BigQuery ML's model;
+  ``SPARK_REG_PARAM_RULES`` derive one from L2_REG (default: L2_REG / mean ratings per user, the
+  rule measured closest to BigQuery ML's objective, docs/solvers.md). ``reg_param`` sets Spark's
+  value directly.
 
-Ids of any type (INT64 beyond INT32, STRING) are mapped to dense indices for ALS
-(``recsys.ids``); the saved model keeps the original ids and types.
+Ids of any type (INT64 beyond INT32, STRING) are mapped to dense indices (``recsys.ids``); the
+saved model keeps the original ids and types.
 
 >>> round(spark_reg_param(9.83, n_rows=1_000_209, n_users=6_040, n_items=3_706), 4)
-0.0479
+0.0594
 >>> default_num_factors(1_000_209)
 20
 """
@@ -111,7 +110,8 @@ SPARK_REG_PARAM_RULES = {
     # L2_REG as regParam, as a user would first try (README: predictions collapse to zero)
     "literal": lambda l2, n, users, items: l2,
 }
-DEFAULT_REG_PARAM_RULE = "mean_ridge"
+# Measured closest to bigquery_ml (benchmarks/fidelity.py, docs/solvers.md).
+DEFAULT_REG_PARAM_RULE = "per_user"
 assert tuple(SPARK_REG_PARAM_RULES) == REG_PARAM_RULES
 
 

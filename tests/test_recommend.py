@@ -94,12 +94,18 @@ def test_top_k_excludes_rated_pairs(spark):
     assert rows == {1: [2, 3], 2: [1]}
 
 
-def test_l2_reg_mapping_matches_average_ridge():
-    # Per-user exact value is l2_reg / n_u; the rule averages the user and item sides.
-    n_rows, n_users, n_items = 1000, 10, 40
-    want = (9.83 / (n_rows / n_users) + 9.83 / (n_rows / n_items)) / 2
-    assert spark_reg_param(9.83, n_rows=n_rows, n_users=n_users, n_items=n_items) == \
-        pytest.approx(want)
+@pytest.mark.parametrize("rule, want", [
+    ("default", 9.83 / (1000 / 10)),          # per_user: exact for the average user
+    ("per_user", 9.83 / (1000 / 10)),
+    ("per_item", 9.83 / (1000 / 40)),
+    ("mean_ridge", (9.83 / (1000 / 10) + 9.83 / (1000 / 40)) / 2),
+    ("geometric", 9.83 / (100 * 25) ** 0.5),
+    ("literal", 9.83),
+])
+def test_l2_reg_mapping_rules(rule, want):
+    # ALS-WR's ridge for a row with n ratings is regParam * n; BigQuery ML's is L2_REG.
+    got = spark_reg_param(9.83, n_rows=1000, n_users=10, n_items=40, rule=rule)
+    assert got == pytest.approx(want)
 
 
 def _hand_model(spark):
