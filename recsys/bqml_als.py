@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -87,19 +87,18 @@ class SolverParams:
 class SolvedSides:
     """The fit's final states per side, as RDDs of (block, Solved), and ML.TRAINING_INFO."""
 
-    users: RDD
-    items: RDD
+    users: "States"
+    items: "States"
     history: List[Dict]
     path: str  # "broadcast" or "join": how the fixed side reached the tasks
-    _keep: list  # broadcasts and cached RDDs the states still depend on; see release()
+    _blocks: list  # the cached rating blocks; see release()
 
     def release(self) -> None:
-        """Free the cached blocks and broadcasts once the states are written or checkpointed."""
-        for obj in self._keep:
-            if hasattr(obj, "destroy"):
-                obj.destroy()
-            else:
-                obj.unpersist()
+        """Free the cached blocks, states and broadcasts once the states are written out."""
+        self.users.release()
+        self.items.release()
+        for blocks in self._blocks:
+            blocks.unpersist()
 
 
 def default_num_blocks(n_ratings: int) -> int:
@@ -114,10 +113,9 @@ def default_num_blocks(n_ratings: int) -> int:
 
 def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: int,
           progress: Optional[Callable[[str], None]] = None) -> SolvedSides:
-    """Fit BigQuery ML's explicit objective on ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE,
-    IS_EVAL, USER_HASH; indices dense in 0..n-1). Returns the final states and one
-    training-info row per iteration (``loss``/``eval_loss``: MSE of the training / evaluation
-    ratings after the iteration)."""
+    """Fit BigQuery ML's objective (explicit, or implicit when ``params.wals_alpha`` is set) on
+    ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH; indices dense in 0..n-1).
+    Returns the final states and one ML.TRAINING_INFO row per iteration (``_info_row``)."""
     p = params
     user_blocks = _blocks(ratings, USER_IDX, ITEM_IDX, p.num_blocks, hashes=USER_HASH)
     item_blocks = _blocks(ratings, ITEM_IDX, USER_IDX, p.num_blocks)
@@ -133,19 +131,21 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
         state[:, :rank] = initial_factors(block.hashes, rank) * (block.counts > 0)[:, None]
         return Solved(block.row_ids, state, block.counts)
 
-    users = step.start(user_blocks, start)
-    user_sums = step.materialise(users, n_users)
+    users = step.start(user_blocks, start, n_users)
+    items = None
     history: List[Dict] = []
     for iteration in range(p.max_iterations):
         started = time.perf_counter()
-        items = step.half(item_blocks, users, _gram(user_sums), solve_block)
-        item_sums = step.materialise(items, n_items)
-        step.retire(users)
+        new_items = step.half(item_blocks, users, solve_block, n_items)
+        # Superseded states go once their successors are computed; on the join path a lost
+        # partition is recomputed from the last checkpoint.
+        users.release()
+        if items is not None:
+            items.release()
+        items = new_items
         cut = p.checkpoint_interval > 0 and (iteration + 1) % p.checkpoint_interval == 0
-        users = step.half(user_blocks, items, _gram(item_sums), solve_block, checkpoint=cut)
-        user_sums = step.materialise(users, n_users)
-        step.retire(items, keep=True)
-        history.append(_info_row(iteration, user_sums, item_sums, p.implicit,
+        users = step.half(user_blocks, items, solve_block, n_users, checkpoint=cut)
+        history.append(_info_row(iteration, users.sums, items.sums, p.implicit,
                                  time.perf_counter() - started))
         if progress is not None:
             row = history[-1]
@@ -155,7 +155,7 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
         if p.early_stop and len(history) >= 2 and rel_progress(history) < p.min_rel_progress:
             break
     return SolvedSides(users=users, items=items, history=history, path=path,
-                       _keep=[user_blocks, item_blocks, *step.held(users, items)])
+                       _blocks=[user_blocks, item_blocks])
 
 
 def _block_solver(p: SolverParams):
@@ -203,7 +203,7 @@ def rel_progress(history: List[Dict]) -> float:
 def state_rows(sides: SolvedSides, which: str, rank: int) -> RDD:
     """(index, intercept, factors) tuples of the rows that had training ratings (intercept 0
     for implicit feedback, which has none)."""
-    rdd = sides.users if which == "user" else sides.items
+    rdd = (sides.users if which == "user" else sides.items).rdd
 
     def rows(kv):
         solved = kv[1]
@@ -270,94 +270,64 @@ def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
 
 # --- the two ways of shipping the fixed side ----------------------------------------------------
 
-class _Step:
-    """Runs half-steps; ``retire`` lets go of a state once the next one is computed."""
+@dataclass
+class States:
+    """One side's states after a half-step: RDD of (block, Solved) partitioned like ``blocks``,
+    and each block's (``Solved.sums()``, ``Solved.gram()``) in block order."""
 
-    def __init__(self):
-        self._kept: Dict[int, RDD] = {}   # id(rdd) -> rdd, the states not yet retired
+    rdd: RDD
+    blocks: RDD
+    sums: List[Tuple] = field(default_factory=list)
+    full: Optional[np.ndarray] = None   # broadcast path: every row's state in one array
+    shipped: Optional[object] = None    # broadcast path: the broadcast these states came from
 
-    def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved]) -> RDD:
-        """The starting states, one per block."""
-        return self._keep(blocks.mapValues(fn), blocks)
-
-    def _keep(self, states: RDD, blocks: RDD) -> RDD:
-        states.persist(StorageLevel.MEMORY_AND_DISK)
-        self._kept[id(states)] = states
-        return states
-
-    def retire(self, states: RDD, keep: bool = False) -> None:
-        """``states`` has fed its half-step; the last ones are kept (``keep``) for the output."""
-        for key, rdd in list(self._kept.items()):
-            if rdd is states and not keep:
-                rdd.unpersist()
-                del self._kept[key]
-
-    def held(self, *states: RDD) -> list:
-        """What the final ``states`` still depend on; everything else is released now."""
-        for key, rdd in list(self._kept.items()):
-            if all(rdd is not s for s in states):
-                rdd.unpersist()
-                del self._kept[key]
-        return list(states)
+    def release(self) -> None:
+        self.rdd.unpersist()
+        if self.shipped is not None:
+            self.shipped.destroy()
 
 
-class _BroadcastStep(_Step):
+class _BroadcastStep:
     """The fixed side's states collected and broadcast to every task."""
 
     def __init__(self, spark: SparkSession):
-        super().__init__()
         self.sc = spark.sparkContext
-        self._full: Dict[int, np.ndarray] = {}   # id(states) -> all rows' states, one array
-        self._broadcasts: list = []
 
-    def materialise(self, states: RDD, n_rows: int) -> List[Tuple]:
-        """Compute ``states``; keep them as one array for the next broadcast; return each
-        block's (``Solved.sums()``, ``Solved.gram()``), in block order."""
-        full, sums = None, []
-        for _, solved in sorted(states.collect(), key=lambda kv: kv[0]):
-            if full is None:
-                full = np.zeros((n_rows, solved.state.shape[1]))
-            full[solved.row_ids] = solved.state
-            sums.append((solved.sums(), solved.gram()))
-        self._full[id(states)] = full
-        return sums
+    def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
+        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), n_rows)
 
-    def half(self, blocks: RDD, fixed: RDD, gram: np.ndarray, solve_block,
-             checkpoint: bool = False) -> RDD:
-        shipped = self.sc.broadcast(self._full.pop(id(fixed)))
-        # The last two broadcasts feed the states alive; older ones can go.
-        self._broadcasts.append(shipped)
-        for old in self._broadcasts[:-2]:
-            old.destroy()
-        self._broadcasts = self._broadcasts[-2:]
-        return self._keep(blocks.mapValues(
-            lambda block: solve_block(block, shipped.value[block.needed], gram)), blocks)
+    def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
+             checkpoint: bool = False) -> States:
+        shipped = self.sc.broadcast(fixed.full)
+        fixed.full = None
+        gram = _gram(fixed.sums)
+        rdd = blocks.mapValues(lambda block: solve_block(block, shipped.value[block.needed], gram))
+        return self._materialise(States(_persist(rdd), blocks, shipped=shipped), n_rows)
 
-    def held(self, *states: RDD) -> list:
-        return super().held(*states) + self._broadcasts
+    @staticmethod
+    def _materialise(states: States, n_rows: int) -> States:
+        for _, solved in sorted(states.rdd.collect(), key=lambda kv: kv[0]):
+            if states.full is None:
+                states.full = np.zeros((n_rows, solved.state.shape[1]))
+            states.full[solved.row_ids] = solved.state
+            states.sums.append((solved.sums(), solved.gram()))
+        return states
 
 
-class _JoinStep(_Step):
+class _JoinStep:
     """The fixed side's states shipped block to block: each fixed block sends every solving
     block the rows it references; the pieces are shuffled to the solving block's partition."""
 
     def __init__(self, num_blocks: int):
-        super().__init__()
         self.num_blocks = num_blocks
-        self._blocks_of: Dict[int, RDD] = {}   # id(states) -> the blocks they were solved on
 
-    def _keep(self, states: RDD, blocks: RDD) -> RDD:
-        self._blocks_of[id(states)] = blocks
-        return super()._keep(states, blocks)
+    def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
+        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks))
 
-    def materialise(self, states: RDD, n_rows: int) -> List[Tuple]:
-        """Compute ``states``; return each block's (``Solved.sums()``, ``Solved.gram()``)."""
-        parts = states.mapValues(lambda solved: (solved.sums(), solved.gram())).collect()
-        return [value for _, value in sorted(parts, key=lambda kv: kv[0])]
-
-    def half(self, blocks: RDD, fixed: RDD, gram: np.ndarray, solve_block,
-             checkpoint: bool = False) -> RDD:
-        messages = _messages(fixed, self._blocks_of[id(fixed)]).partitionBy(self.num_blocks)
+    def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
+             checkpoint: bool = False) -> States:
+        messages = _messages(fixed.rdd, fixed.blocks).partitionBy(self.num_blocks)
+        gram = _gram(fixed.sums)
 
         def solve_partition(items: Iterator) -> Iterator:
             found, pieces = [], []
@@ -368,17 +338,25 @@ class _JoinStep(_Step):
 
         # Both RDDs are partitioned by block with the same partitioner, so the union is
         # partition-aware: partition b holds block b and every message addressed to it.
-        out = self._keep(blocks.union(messages).mapPartitions(
-            solve_partition, preservesPartitioning=True), blocks)
+        rdd = _persist(blocks.union(messages).mapPartitions(solve_partition,
+                                                            preservesPartitioning=True))
         if checkpoint:
-            out.checkpoint()
-        return out
+            rdd.checkpoint()
+        return self._materialise(States(rdd, blocks))
+
+    @staticmethod
+    def _materialise(states: States) -> States:
+        parts = states.rdd.mapValues(lambda solved: (solved.sums(), solved.gram())).collect()
+        states.sums = [value for _, value in sorted(parts, key=lambda kv: kv[0])]
+        return states
 
 
-def _messages(states: RDD, fixed_blocks: Optional[RDD]) -> RDD:
+def _persist(rdd: RDD) -> RDD:
+    return rdd.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _messages(states: RDD, fixed_blocks: RDD) -> RDD:
     """(target block, (row ids, states)) pieces of every fixed block's states."""
-    if fixed_blocks is None:
-        raise RuntimeError("join path: states without their blocks")
 
     def send(items: Iterator) -> Iterator:
         block, solved = None, None
