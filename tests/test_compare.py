@@ -3,7 +3,6 @@ number checked against pandas/numpy oracles computed here from the fixture rows.
 
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import bq_writers as bw
 from conftest import REPO
 from recsys.config import load_config
 from recsys.errors import ConfigError, InputError
@@ -63,61 +63,16 @@ def top_lists(frame, key="item_id", k=K):
     return {u: g[key].head(k).tolist() for u, g in ordered.groupby("user_id")}
 
 
-# --- writers of BigQuery ML's export formats ----------------------------------------------------
+# --- writers of BigQuery ML's export formats (sources of each fact in tests/bq_writers.py) ----
 
 def write_bq_json(path, rows):
-    """bq extract NEWLINE_DELIMITED_JSON: INT64 as JSON strings, NULL fields left out."""
-    def enc(v):
-        if isinstance(v, (bool, np.bool_)):
-            return bool(v)
-        if isinstance(v, (int, np.integer)):
-            return str(int(v))
-        if isinstance(v, dict):
-            return {k: enc(x) for k, x in v.items() if x is not None}
-        if isinstance(v, list):
-            return [enc(x) for x in v]
-        return float(v) if isinstance(v, (float, np.floating)) else v
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(enc(row), separators=(",", ":")) + "\n")
-
-
-def _zz(n):
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _avro_value(schema, value):
-    if isinstance(schema, list):  # ["null", T]: BigQuery's NULLABLE
-        return _zz(0) if value is None else _zz(1) + _avro_value(schema[1], value)
-    if schema == "long":
-        return _zz(int(value))
-    if schema == "double":
-        return struct.pack("<d", float(value))
-    if schema == "string":
-        data = value.encode("utf-8")
-        return _zz(len(data)) + data
-    raise AssertionError(schema)
+    bw.write_json(str(path), rows)
 
 
 def write_bq_avro(path, fields, rows):
-    """bq extract AVRO (null codec): record 'Root', NULLABLE columns as unions with null."""
-    schema = {"type": "record", "name": "Root",
-              "fields": [{"name": n, "type": ["null", t]} for n, t in fields]}
-    sync = bytes(range(16))
-    meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
-    head = b"Obj\x01" + _zz(len(meta))
-    for key, value in meta.items():
-        head += _avro_value("string", key) + _zz(len(value)) + value
-    head += _zz(0) + sync
-    body = b"".join(_avro_value(["null", t], row[n]) for row in rows for n, t in fields)
-    with open(path, "wb") as fh:
-        fh.write(head + _zz(len(rows)) + _zz(len(body)) + body + sync)
+    bw.write_avro(str(path), [(n, bw.avro_type({"long": "INT64", "double": "FLOAT64",
+                                                "string": "STRING"}[t])) for n, t in fields],
+                  rows)
 
 
 def write_table(root, name, frame, schema=None):
@@ -133,15 +88,19 @@ def write_table(root, name, frame, schema=None):
 def world(tmp_path_factory):
     """A recsys run (sink tables, INT64 ids) and BigQuery ML's exports of the same model shape.
 
-    recsys: users 1..8 x items 1..12. BigQuery ML (a partial export): users 1..6 and 99, items
-    1..12 and 50, predictions = recsys + noise rounded to 0.1 (ties), user ids as STRING.
+    recsys: users 1..8 x items 1..12. BigQuery ML's model: users 1..8 and 99, items 1..12 and 50,
+    predictions = recsys + noise rounded to 0.1 (ties). Its ML.RECOMMEND export is partial
+    (users 1..6 and 99, user ids as STRING); its top-5 table is the tutorial's query verbatim
+    over the whole model (column ``f0_``, titles only). Movie 0 is a remake sharing movie 4's
+    title (an ambiguous title).
     """
     tmp = tmp_path_factory.mktemp("compare")
     rng = np.random.default_rng(7)
     users, items = np.arange(1, 9), np.arange(1, 13)
-    movies = pd.DataFrame({"movie_id": np.arange(1, 51, dtype="int64"),
-                           "movie_title": [f"Movie {i}, The ({1950 + i})" for i in range(1, 51)],
-                           "genre": ["Drama|Comedy"] * 50})
+    movies = pd.DataFrame({"movie_id": np.arange(0, 51, dtype="int64"),
+                           "movie_title": [f"Movie {i}, The ({1950 + i})" for i in range(0, 51)],
+                           "genre": ["Drama|Comedy"] * 51})
+    movies.loc[0, "movie_title"] = movies.loc[4, "movie_title"]
     rec = pd.DataFrame([(u, i) for u in users for i in items], columns=["user_id", "item_id"])
     rec["predicted_rating"] = 3 + rng.normal(0, 1, len(rec))
     rec = rec[["predicted_rating", "user_id", "item_id"]].astype(
@@ -150,11 +109,13 @@ def world(tmp_path_factory):
                             "item_id": rng.integers(1, 13, 60).astype("int64")}).drop_duplicates()
     ratings["rating"] = rng.integers(1, 6, len(ratings)).astype(float)
 
-    bq = rec[rec.user_id <= 6].copy()
-    bq["predicted_rating"] = np.round(bq.predicted_rating + rng.normal(0, 0.3, len(bq)), 1)
+    bq_full = rec.copy()
+    bq_full["predicted_rating"] = np.round(bq_full.predicted_rating
+                                           + rng.normal(0, 0.3, len(bq_full)), 1)
     extra = pd.DataFrame({"predicted_rating": [4.0, 3.5, 2.0, 9.94],
                           "user_id": [99, 99, 1, 2], "item_id": [1, 2, 50, 50]})
-    bq = pd.concat([bq, extra], ignore_index=True)
+    bq_full = pd.concat([bq_full, extra], ignore_index=True)
+    bq = bq_full[(bq_full.user_id <= 6) | (bq_full.user_id == 99)].reset_index(drop=True)
 
     wh = str(tmp / "wh")
     write_table(wh, "recommend", rec)
@@ -198,15 +159,22 @@ def world(tmp_path_factory):
     write_bq_avro(ex / "recommend-000000000000.avro",
                   [("predicted_rating", "double"), ("user_id", "long"), ("item_id", "long")],
                   bq.to_dict("records"))
-    bq_titled = bq.merge(movies, left_on="item_id", right_on="movie_id")  # the tutorial's join
+    # The tutorial's top-5 statement verbatim, over the whole model:
+    #   SELECT user_id, ARRAY_AGG(STRUCT(movie_title, genre, predicted_rating)
+    #                             ORDER BY predicted_rating DESC LIMIT 5)
+    #   FROM (SELECT * FROM bqml_tutorial.recommend JOIN bqml_tutorial.movies
+    #         ON item_id = movie_id) GROUP BY user_id
+    # The ARRAY_AGG has no alias, so BigQuery names the column f0_ (tests/bq_writers.py).
+    bq_titled = bq_full.merge(movies, left_on="item_id", right_on="movie_id")
     top_b = top_lists(bq_titled)
-    write_bq_json(ex / "top5.json", [
-        {"user_id": int(u), "recommendations": [
+    top5_rows = [
+        {"user_id": int(u), "f0_": [
             {"movie_title": titles[i], "genre": "Drama|Comedy",
              "predicted_rating": float(bq_titled[(bq_titled.user_id == u)
                                                  & (bq_titled.item_id == i)]
                                        .predicted_rating.iloc[0])} for i in lst]}
-        for u, lst in top_b.items()])
+        for u, lst in top_b.items()]
+    write_bq_json(ex / "top5.json", top5_rows)
     b_ints = {"user": {u: b + 0.02 * (u % 3) for u, b in ints["user"].items() if u <= 6},
               "item": {i: b - 0.01 * i for i, b in ints["item"].items()}}
     b_ints["item"][50] = 1.0
@@ -218,20 +186,21 @@ def world(tmp_path_factory):
         + [(None, "global__intercept__", None, 3.58)],
         columns=["processed_input", "feature", "factor_weights", "intercept"]),
         preserve_index=False), ex / "weights.parquet")
-    return dict(tmp=tmp, wh=wh, ex=ex, rec=rec, bq=bq, ratings=ratings, movies=movies,
-                recsys_loss=recsys_loss, ints=ints, b_ints=b_ints, top_r=top_r, top_b=top_b)
+    return dict(tmp=tmp, wh=wh, ex=ex, rec=rec, bq=bq, bq_full=bq_full, ratings=ratings,
+                movies=movies, recsys_loss=recsys_loss, ints=ints, b_ints=b_ints, top_r=top_r,
+                top_b=top_b, top5_rows=top5_rows)
 
 
 def compare_cfg(world, *sets):
     ex = world["ex"]
     return load_config(None, [
-        "source.ratings=unused", f"sink.path={world['wh']}",
+        f"sink.path={world['wh']}",
         f"compare.output={world['tmp'] / 'report'}",
         f"compare.bqml.evaluate.path={ex / 'evaluate.csv'}",
         f"compare.bqml.training_info.path={ex / 'training_info.json'}",
         f"compare.bqml.recommend.path={ex / 'recommend.parquet'}",
         f"compare.bqml.top5.path={ex / 'top5.json'}",
-        f"compare.bqml.weights.path={ex / 'weights.parquet'}", *sets])
+        f"compare.bqml.weights.path={ex / 'weights.parquet'}", *sets], job="compare")
 
 
 def read(world, name):
@@ -296,24 +265,49 @@ def test_counts_of_compared_and_uncompared(compared):
     c = t["compare_counts"].set_index("what")
     assert c.loc["recommend users"].tolist() == [7, 8, 6, 1, 2]  # 99 only bqml; 7, 8 only recsys
     assert c.loc["recommend items"].tolist() == [13, 12, 12, 1, 0]  # item 50 only bqml
-    assert c.loc["top-k users"].tolist() == [7, 8, 6, 1, 2]
+    assert c.loc["top-k users"].tolist() == [9, 8, 8, 1, 0]  # 99 has no recsys list
     assert c.loc["weights users"].tolist() == [6, 8, 6, 0, 2]
     assert c.loc["weights items"].tolist() == [13, 12, 12, 1, 0]
     assert c.loc["training iterations"][["bqml", "recsys", "compared"]].tolist() == [3, 12, 3]
 
 
-def test_topk_derived_from_recommend_when_struct_has_no_item_ids(compared, world):
+def resolved_bqml_lists(world):
+    """Oracle: BigQuery ML's title lists -> ids through the movies table (a title of several
+    movies -> the one in recsys's list for that user, else the smallest id)."""
+    movies, top_r = world["movies"], world["top_r"]
+    ids_of = movies.groupby("movie_title").movie_id.apply(sorted).to_dict()
+    titles = movies.set_index("movie_id").movie_title
+    out = {}
+    for u, lst in world["top_b"].items():
+        picks = []
+        for i in lst:
+            cands = ids_of[titles[i]]
+            inside = [c for c in cands if c in top_r.get(u, [])]
+            picks.append(inside[0] if inside else cands[0])
+        out[u] = picks
+    return out
+
+
+def test_topk_covers_every_user_of_the_top5_table(compared, world):
+    """The partial ML.RECOMMEND export (users 1..6, 99) does not limit the top-k comparison:
+    every user of the tutorial's top-5 table (users 1..8, 99) is compared."""
     _, t = compared
-    bq = world["bq"].assign(user_id=world["bq"].user_id.astype(int))
-    want_b, want_r = top_lists(bq), world["top_r"]
+    want_b, want_r = resolved_bqml_lists(world), world["top_r"]
+    assert world["movies"].movie_title[0] == world["movies"].movie_title[4]  # a remake
+    # The ambiguous title is in play: listed by BigQuery ML where recsys's list has movie 4.
+    assert any(4 in world["top_b"][u] and 4 in world["top_r"].get(u, []) for u in want_b)
     top = t["compare_topk"].set_index("user")
-    assert sorted(top.index) == [str(u) for u in range(1, 7)]
+    assert sorted(top.index) == sorted(str(u) for u in want_b) == sorted(
+        [str(u) for u in range(1, 9)] + ["99"])
     overlaps, jaccards = [], []
-    for u in range(1, 7):
-        a, b = want_b[u], want_r[u]
+    for u, a in want_b.items():
+        b = want_r.get(u, [])
         row = top.loc[str(u)]
         assert list(row.bqml_items) == [str(i) for i in a]
-        assert list(row.recsys_items) == [str(i) for i in b]
+        if u in want_r:
+            assert list(row.recsys_items) == [str(i) for i in b]
+        else:
+            assert row.recsys_items is None
         inter = len(set(a) & set(b))
         assert row.overlap == inter and row.overlap_at_k == pytest.approx(inter / K)
         assert row.jaccard == pytest.approx(inter / len(set(a) | set(b)))
@@ -321,14 +315,19 @@ def test_topk_derived_from_recommend_when_struct_has_no_item_ids(compared, world
         overlaps.append(inter / K)
         jaccards.append(inter / len(set(a) | set(b)))
     s = t["compare_topk_summary"].iloc[0]
-    assert s.matched_by == "item" and s.users_compared == 6
-    assert (s.users_bqml_only, s.users_recsys_only) == (1, 2)
+    assert s.matched_by == "item" and s.users_compared == 9
+    assert (s.users_bqml_only, s.users_recsys_only) == (1, 0)
     assert s.mean_overlap_at_k == pytest.approx(np.mean(overlaps))
     assert s.mean_jaccard == pytest.approx(np.mean(jaccards))
+    titles = world["movies"].set_index("movie_id").movie_title
+    listed = {titles[i] for lst in world["top_b"].values() for i in lst}
+    ambiguous = world["movies"].movie_title.value_counts()
+    assert s.ambiguous_titles == sum(ambiguous[x] > 1 for x in listed) == 1
+    assert s.unknown_titles == 0
     counts = world["ratings"].groupby("item_id").size()
     assert s.catalogue_size == len(counts)
     for side, lists in (("bqml", want_b), ("recsys", want_r)):
-        recs = [i for u in range(1, 7) for i in lists[u]]
+        recs = [i for u in want_b for i in lists.get(u, [])]
         pops = [counts.get(i, 0) for i in recs]
         assert s[f"{side}_distinct_items"] == len(set(recs))
         assert s[f"{side}_coverage"] == pytest.approx(len(set(recs)) / len(counts))
@@ -419,11 +418,27 @@ def test_csv_exports_and_int_vs_string_ids(spark, world, tmp_path):
 def test_nested_top5_as_csv_is_refused_with_a_hint(spark, tmp_path):
     from recsys import compare as cmp
 
-    (tmp_path / "t.csv").write_text('user_id,recommendations\n1,"[{...}]"\n')
+    (tmp_path / "t.csv").write_text('user_id,f0_\n1,"[{...}]"\n')
     df = cmp.read_files(spark, str(tmp_path / "t.csv"), "csv", "compare.bqml.top5")
-    with pytest.raises(InputError, match="bq extract cannot write nested columns to CSV"):
+    with pytest.raises(InputError, match="'f0_' is STRING, not ARRAY<STRUCT>: bq extract "
+                                         "cannot write nested columns to CSV"):
         cmp.topk_frame(df, user_col="user_id", item_col="item_id", pred_col="predicted_rating",
-                       key="compare.bqml.top5")
+                       key="compare.bqml.top5", fmt="csv")
+
+
+def test_json_top5_without_a_list_names_the_list_not_csv(spark, tmp_path):
+    """A JSON top-5 table without any list column: the error says what is missing and does
+    not talk about CSV (the file was JSON)."""
+    from recsys import compare as cmp
+
+    write_bq_json(tmp_path / "t.json", [{"user_id": 1, "note": "x"}])
+    df = cmp.read_files(spark, str(tmp_path / "t.json"), "json", "compare.bqml.top5")
+    with pytest.raises(InputError) as err:
+        cmp.topk_frame(df, user_col="user_id", item_col="item_id", pred_col="predicted_rating",
+                       key="compare.bqml.top5", fmt="json")
+    text = str(err.value)
+    assert "f0_" in text and "columns: note, user_id" in text and "CSV" not in text
+    assert "\n" not in text
 
 
 def test_missing_export_is_one_line(spark, world, tmp_path):
