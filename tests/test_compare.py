@@ -415,6 +415,58 @@ def test_csv_exports_and_int_vs_string_ids(spark, world, tmp_path):
         assert per_user.loc[str(u), "overlap"] == len(set(a) & set(r_list))
 
 
+def test_tutorial_top5_as_json_and_parquet_reads_the_same(spark, world, tmp_path):
+    """The tutorial's top-5 table (f0_ ARRAY<STRUCT<movie_title, genre, predicted_rating>>) as
+    bq extract writes it to NEWLINE_DELIMITED_JSON (user_id INT64 as a string) and PARQUET:
+    both give the fixture's lists, in order, with their predictions."""
+    from recsys import compare as cmp
+
+    rows = world["top5_rows"]
+    struct = pa.struct([("movie_title", pa.string()), ("genre", pa.string()),
+                        ("predicted_rating", pa.float64())])
+    pq.write_table(pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
+                             "f0_": pa.array([r["f0_"] for r in rows], pa.list_(struct))}),
+                   tmp_path / "top5-000000000000.parquet")
+    first = (world["ex"] / "top5.json").read_text().splitlines()[0]
+    assert first.startswith('{"user_id":"') and '"f0_":[{"movie_title":' in first
+    want = {(str(r["user_id"]), n + 1): (x["movie_title"], x["predicted_rating"])
+            for r in rows for n, x in enumerate(r["f0_"])}
+    for path, fmt in ((world["ex"] / "top5.json", "json"),
+                      (tmp_path / "top5-*.parquet", "parquet")):
+        top = cmp.topk_frame(cmp.read_files(spark, str(path), fmt, "k"), user_col="user_id",
+                             item_col="item_id", pred_col="predicted_rating", key="k", fmt=fmt)
+        got = {(r.user, r.rank): (r.title, r.prediction) for r in top.collect()}
+        assert got.keys() == want.keys()
+        for key, (title, pred) in want.items():
+            assert got[key][0] == title and got[key][1] == pytest.approx(pred, abs=1e-12)
+
+
+def test_recommend_with_an_input_table_sharded_csv(spark, world, tmp_path):
+    """ML.RECOMMEND(MODEL m, (SELECT user_id, item_id, rating FROM ...)): one prediction per
+    input pair, the input's other columns passed through (bqml-reference.md), exported with
+    a wildcard URI to CSV shards recommend-000000000000.csv, -000000000001.csv."""
+    from recsys import compare as cmp
+
+    pairs = world["bq"].sample(frac=0.5, random_state=3).reset_index(drop=True)
+    pairs = pairs.assign(rating=np.round(pairs.predicted_rating.clip(0.5, 5)), note="a, \"b\"")
+    header = ["predicted_rating", "user_id", "item_id", "rating", "note"]
+    half = len(pairs) // 2
+    for path, part in zip(bw.shard_names(str(tmp_path / "recommend"), "csv", 2),
+                          (pairs[:half], pairs[half:])):
+        bw.write_csv(path, header, part[header].itertuples(index=False))
+    frame = cmp.predictions_frame(
+        cmp.read_files(spark, str(tmp_path / "recommend-*.csv"), "csv", "k"),
+        user_col="user_id", item_col="item_id", pred_col="predicted_rating", key="k")
+    rec = world["rec"]
+    r = cmp.predictions_frame(spark.createDataFrame(rec), user_col="user_id",
+                              item_col="item_id", pred_col="predicted_rating", key="k")
+    row = cmp.compare_predictions(spark, frame, r).head()
+    both = pairs.merge(rec, on=["user_id", "item_id"], suffixes=("_b", "_r"))
+    assert row.pairs_bqml == len(pairs) and row.pairs_compared == len(both)
+    assert row.rmse == pytest.approx(np.sqrt(np.mean(
+        (both.predicted_rating_r - both.predicted_rating_b) ** 2)), rel=1e-12)
+
+
 def test_nested_top5_as_csv_is_refused_with_a_hint(spark, tmp_path):
     from recsys import compare as cmp
 
@@ -464,6 +516,116 @@ def test_config_errors(sets, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("*", r"\*").replace(".", r"\.")):
         load_config(None, ["source.ratings=x", *sets])
+
+
+def test_compare_needs_no_source_but_something_to_compare():
+    cfg = load_config(None, ["compare.bqml.evaluate.path=e.csv"], job="compare")
+    assert cfg.source.ratings is None and cfg.compare.bqml.evaluate.path == "e.csv"
+    with pytest.raises(ConfigError, match="source.ratings is required"):
+        load_config(None, ["compare.bqml.evaluate.path=e.csv"], job="pipeline")
+    with pytest.raises(ConfigError, match=r"compare: nothing to compare: set at least one "
+                                          r"compare\.bqml\.\* table"):
+        load_config(None, [], job="compare")
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["compare.output=gs://bucket/report"], "compare.output must be a local folder"),
+    (["compare.tolerances.prediction_rmse=-1"], "compare.tolerances.prediction_rmse must be >= 0"),
+    (["compare.tolerances.mean_overlap_at_k=1.5"],
+     "compare.tolerances.mean_overlap_at_k must be within 0..1"),
+    (["compare.tolerances.prediction_rmsee=0.1"],
+     "did you mean 'compare.tolerances.prediction_rmse'"),
+    (["compare.fail_on_mismatch=maybe"], "compare.fail_on_mismatch' must be true or false"),
+])
+def test_compare_config_errors_at_load(sets, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, ["compare.bqml.evaluate.path=e.csv", *sets], job="compare")
+
+
+def test_gs_output_refused_before_anything_is_written(world, tmp_path):
+    """The issue's case: a gs:// compare.output was refused only after every compare_* table
+    was written. Now the CLI stops at the config (exit 2) and writes nothing."""
+    sink = tmp_path / "wh"
+    proc = subprocess.run(
+        [sys.executable, "jobs/compare.py", "--config", "conf/compare.yaml",
+         "--set", f"sink.path={sink}", "--set", "compare.output=gs://bucket/report",
+         "--set", f"compare.bqml.evaluate.path={world['ex'] / 'evaluate.csv'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "recsys compare: error: compare.output must be a local folder (the report is written "
+        "with local file IO), got 'gs://bucket/report'"]
+    assert not sink.exists()
+
+
+def test_bad_input_fails_before_any_table_is_written(spark, world, tmp_path):
+    """An input error in the last compared output (ML.WEIGHTS) is raised before the first
+    compare_* table (ML.EVALUATE's) is written."""
+    from recsys.compare import run_compare
+
+    (tmp_path / "weights.json").write_text('{"feature":"1","intercept":0.5}\n')
+    recsys = [f"compare.recsys.{name}.path={os.path.join(world['wh'], 'bqml_tutorial', t)}"
+              for name, t in (("evaluate", "evaluate"), ("training_info", "training_info"),
+                              ("recommend", "recommend"), ("top5", "recommend_top5"),
+                              ("weights", "weights"))]
+    cfg = compare_cfg(world, f"sink.path={tmp_path / 'wh'}", f"compare.output={tmp_path / 'r'}",
+                      f"compare.bqml.weights.path={tmp_path / 'weights.json'}",
+                      *[x + "" for x in recsys], *[f"compare.recsys.{n}.format=parquet"
+                                                   for n in ("evaluate", "training_info",
+                                                             "recommend", "top5", "weights")])
+    with pytest.raises(InputError, match=r"compare\.bqml\.weights: missing column\(s\) "
+                                         r"processed_input"):
+        run_compare(spark, cfg)
+    assert not (tmp_path / "wh").exists() and not (tmp_path / "r").exists()
+
+
+def test_verdict_rules():
+    from recsys import verdict
+    from recsys.config import CompareTolerances
+
+    tol = CompareTolerances(metric_relative_difference=0.01, prediction_rmse=0.1,
+                            prediction_correlation=0.98, mean_overlap_at_k=0.5)
+    ok = {"metrics": {"mean_squared_error": (0.40, 0.402), "r2_score": (0.70, 0.699)},
+          "prediction_rmse": 0.1, "prediction_correlation": 0.98, "mean_overlap_at_k": 0.5}
+    v = verdict.judge(tol, ok, 5)
+    assert v.status == verdict.PASS  # bounds are inclusive
+    assert v.criteria[0].figure == pytest.approx(0.002 / 0.40)
+    assert v.criteria[0].detail == "worst: mean_squared_error"
+    assert verdict.judge(tol, {**ok, "prediction_rmse": 0.1001}, 5).status == verdict.FAIL
+    assert verdict.judge(tol, {**ok, "mean_overlap_at_k": 0.49}, 5).status == verdict.FAIL
+    missing = verdict.judge(tol, {k: v for k, v in ok.items() if k != "metrics"}, 5)
+    assert missing.status == verdict.INCOMPLETE and missing.criteria[0].passed is None
+
+
+def test_report_opens_with_the_verdict_and_its_figures(compared, world):
+    _, t = compared
+    rel = max(abs(RECSYS_EVALUATE[k] - v) / v for k, v in TUTORIAL_EVALUATE.items())
+    bq, rec = world["bq"], world["rec"]
+    both = bq.merge(rec, on=["user_id", "item_id"], suffixes=("_b", "_r"))
+    rmse = np.sqrt(np.mean((both.predicted_rating_r - both.predicted_rating_b) ** 2))
+    want_b, want_r = resolved_bqml_lists(world), world["top_r"]
+    overlap = np.mean([len(set(a) & set(want_r.get(u, []))) / K for u, a in want_b.items()])
+    v = t["compare_verdict"] if "compare_verdict" in t else read(world, "compare_verdict")
+    v = v.set_index("criterion")
+    figures = v.figure.tolist()
+    assert figures[0] == pytest.approx(rel, rel=1e-9)
+    assert figures[1] == pytest.approx(rmse, rel=1e-9)
+    assert figures[2] == pytest.approx(pearson(both.predicted_rating_b, both.predicted_rating_r),
+                                       rel=1e-9)
+    assert figures[3] == pytest.approx(overlap, rel=1e-9)
+    assert v.tolerance.tolist() == [0.01, 0.10, 0.98, 0.5]
+    want = [rel <= 0.01, rmse <= 0.10, figures[2] >= 0.98, overlap >= 0.5]
+    assert v.passed.tolist() == want and not all(want)
+    md = (world["tmp"] / "report" / "report.md").read_text().splitlines()
+    assert md[0] == "# recsys against BigQuery ML"
+    assert md[2].startswith("**Verdict: FAIL** — the recsys run does NOT reproduce BigQuery ML")
+    assert f"| {rpt_fmt(rmse)} | <= 0.1 |" in "\n".join(md[:12])
+
+
+def rpt_fmt(x):
+    from recsys import report as rpt
+
+    return rpt.fmt(float(x))
 
 
 def test_session_conf_adds_avro_and_connector_only_for_compare():
