@@ -13,9 +13,10 @@ from typing import Dict, List
 
 STYLE = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px}
-th{background:#f0f0f0}td{text-align:right}td:first-child{text-align:left}
+th{background:#f0f0f0}td.n{text-align:right}
 figure{margin:1em 0}code{background:#f4f4f4;padding:0 3px}"""
 IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)]+)\)$")
+NUMBER = re.compile(r"^[-+]?(\d[\d,]*\.?\d*(e[-+]?\d+)?%?|NULL)$")
 
 
 def inline(text: str) -> str:
@@ -33,7 +34,8 @@ def _cells(line: str) -> List[str]:
 def _table(lines: List[str]) -> List[str]:
     head, rows = _cells(lines[0]), [_cells(x) for x in lines[2:]]
     out = ["<table>", "<tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in rows]
+    out += ["<tr>" + "".join(f'<td class="n">{inline(c)}</td>' if NUMBER.match(c)
+                             else f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in rows]
     return out + ["</table>"]
 
 

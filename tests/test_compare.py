@@ -3,6 +3,8 @@ number checked against pandas/numpy oracles computed here from the fixture rows.
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -688,3 +690,84 @@ def test_compare_job_end_to_end_with_avro(world, tmp_path):
     assert "0.3943" in (tmp_path / "out" / "loss.svg").read_text()
     p = pd.read_parquet(tmp_path / "wh" / "bqml_tutorial" / "compare_predictions").iloc[0]
     assert p.rmse == pytest.approx(rmse, rel=1e-12) and p.pairs_compared == 72
+
+
+# --- report.html in a real headless browser ----------------------------------------------------
+# Chromium from Debian's packages: every plot of report.md is inline in the page, laid out with
+# a non-zero size, and painted (its area of a screenshot is not blank and shows the plot
+# colour). Outside CI the test skips when Chromium is missing; with CI=true it fails
+# (.ci/run installs Chromium).
+
+PROBE = """<pre id="probe"></pre><script>
+window.addEventListener('load', () => {
+  const plots = [...document.querySelectorAll('figure[data-plot]')].map(f => {
+    const svg = f.querySelector('svg');
+    const r = svg ? svg.getBoundingClientRect() : {x: 0, y: 0, width: 0, height: 0};
+    const drawn = svg ? [...svg.querySelectorAll('rect,line,polyline,circle,text')]
+      .filter(e => { const b = e.getBBox(); return b.width > 0 || b.height > 0; }).length : 0;
+    return {name: f.dataset.plot, x: r.x, y: r.y, width: r.width, height: r.height, drawn};
+  });
+  document.getElementById('probe').textContent = JSON.stringify(
+    {plots, height: document.documentElement.scrollHeight,
+     missing: document.querySelectorAll('.missing').length});
+});
+</script>"""
+PLOT_BLUE = (0x1F, 0x77, 0xB4)
+WIDTH = 1100
+
+
+def chromium():
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "Chromium not installed (apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + ": required in CI")
+        pytest.skip(message)
+    return found
+
+
+def run_chromium(binary, *args):
+    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--disable-dev-shm-usage", "--force-device-scale-factor=1", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_every_plot_renders_in_headless_chromium(compared, world, tmp_path):
+    from PIL import Image
+
+    binary = chromium()
+    folder = world["tmp"] / "report"
+    page = (folder / "report.html").read_text()
+    md = (folder / "report.md").read_text()
+    wanted = re.findall(r"!\[[^\]]*\]\(([^)]+\.svg)\)", md)
+    assert len(wanted) == 5 and "<img" not in page and "src=" not in page  # all inline
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(page.replace("</body>", PROBE + "</body>"))
+    dom = run_chromium(binary, f"--window-size={WIDTH},1000", "--virtual-time-budget=5000",
+                       "--dump-dom", probe_page.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found and found.group(1), dom[-2000:]
+    probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe["missing"] == 0
+    assert [p["name"] for p in probe["plots"]] == wanted
+    for plot in probe["plots"]:
+        assert plot["width"] >= 600 and plot["height"] >= 350, plot
+        assert plot["drawn"] >= 10, plot  # axes, ticks, labels and the data marks
+
+    shot = tmp_path / "report.png"
+    run_chromium(binary, f"--window-size={WIDTH},{int(probe['height']) + 50}",
+                 f"--screenshot={shot}", (folder / "report.html").as_uri())
+    image = Image.open(shot).convert("RGB")
+    for plot in probe["plots"]:
+        box = tuple(int(round(v)) for v in (plot["x"], plot["y"], plot["x"] + plot["width"],
+                                            plot["y"] + plot["height"]))
+        data = image.crop(box).tobytes()
+        pixels = [tuple(data[i:i + 3]) for i in range(0, len(data), 3)]
+        ink = sum(1 for p in pixels if sum(p) < 3 * 235) / len(pixels)
+        blue = sum(1 for p in pixels if all(abs(a - b) <= 40 for a, b in zip(p, PLOT_BLUE)))
+        assert ink > 0.01, (plot["name"], ink)  # not a blank area
+        assert blue > 20, (plot["name"], blue)  # the data (bars, cells, lines) painted
+    if os.environ.get("RECSYS_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["RECSYS_KEEP_SCREENSHOT"])
