@@ -158,9 +158,11 @@ def world(tmp_path_factory):
          "learning_rate": None, "duration_ms": 31000 + it} for it, loss in TUTORIAL_LOSS.items()])
     bq_str = bq.assign(user_id=bq.user_id.astype(str))  # a STRING user column
     pq.write_table(pa.Table.from_pandas(bq_str, preserve_index=False), ex / "recommend.parquet")
-    write_bq_avro(ex / "recommend-000000000000.avro",
-                  [("predicted_rating", "double"), ("user_id", "long"), ("item_id", "long")],
-                  bq.to_dict("records"))
+    half = len(bq) // 2  # a sharded export: recommend-*.avro -> ...000, ...001
+    for path, part in zip(bw.shard_names(str(ex / "recommend"), "avro", 2),
+                          (bq[:half], bq[half:])):
+        write_bq_avro(path, [("predicted_rating", "double"), ("user_id", "long"),
+                             ("item_id", "long")], part.to_dict("records"))
     # The tutorial's top-5 statement verbatim, over the whole model:
     #   SELECT user_id, ARRAY_AGG(STRUCT(movie_title, genre, predicted_rating)
     #                             ORDER BY predicted_rating DESC LIMIT 5)
@@ -177,6 +179,13 @@ def world(tmp_path_factory):
                                        .predicted_rating.iloc[0])} for i in lst]}
         for u, lst in top_b.items()]
     write_bq_json(ex / "top5.json", top5_rows)
+    # The same table exported to AVRO: f0_ is REPEATED RECORD -> an Avro array of records.
+    entry = bw.avro_type("RECORD", "REQUIRED", name="f0_", fields=[
+        ("movie_title", bw.avro_type("STRING")), ("genre", bw.avro_type("STRING")),
+        ("predicted_rating", bw.avro_type("FLOAT64"))])
+    bw.write_avro(str(ex / "top5-000000000000.avro"),
+                  [("user_id", bw.avro_type("INT64")), ("f0_", {"type": "array", "items": entry})],
+                  top5_rows)
     b_ints = {"user": {u: b + 0.02 * (u % 3) for u, b in ints["user"].items() if u <= 6},
               "item": {i: b - 0.01 * i for i, b in ints["item"].items()}}
     b_ints["item"][50] = 1.0
@@ -670,11 +679,16 @@ def test_compare_job_end_to_end_with_avro(world, tmp_path):
                              "training_info": {"path": str(ex / "training_info.json")},
                              "recommend": {"path": str(ex / "recommend-*.avro"),
                                            "format": "avro"},
-                             "top5": {"path": str(ex / "top5.json")},
+                             "top5": {"path": str(ex / "top5-*.avro")},
                              "weights": {"path": str(ex / "weights.parquet")}}}}))
-    proc = subprocess.run([sys.executable, "jobs/compare.py", "--config", str(conf)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "jobs/compare.py", "--config", str(conf),
+                           "--set", "compare.fail_on_mismatch=true"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The fixture's recsys side is out of tolerance: with fail_on_mismatch the job exits 4
+    # after writing every table and the report (a CI gate).
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "verdict    FAIL:" in proc.stdout
+    assert (tmp_path / "out" / "report.html").read_text().count("<svg") == 5
     assert "recsys compare: done in" in proc.stdout
     md = (tmp_path / "out" / "report.md").read_text()
     bq, rec = world["bq"], world["rec"]
@@ -690,6 +704,11 @@ def test_compare_job_end_to_end_with_avro(world, tmp_path):
     assert "0.3943" in (tmp_path / "out" / "loss.svg").read_text()
     p = pd.read_parquet(tmp_path / "wh" / "bqml_tutorial" / "compare_predictions").iloc[0]
     assert p.rmse == pytest.approx(rmse, rel=1e-12) and p.pairs_compared == 72
+    # The top-5 table came from Avro (f0_ as an array of records): same lists as the oracle.
+    want_b, want_r = resolved_bqml_lists(world), world["top_r"]
+    top = pd.read_parquet(tmp_path / "wh" / "bqml_tutorial" / "compare_topk").set_index("user")
+    assert {u: list(top.loc[str(u), "bqml_items"]) for u in want_b} == {
+        u: [str(i) for i in a] for u, a in want_b.items()}
 
 
 # --- report.html in a real headless browser ----------------------------------------------------
