@@ -675,6 +675,8 @@ def test_compare_job_end_to_end_with_avro(world, tmp_path):
                                                    ("weights", "weights"))},
                     "ratings": {"path": os.path.join(world["wh"], "bqml_tutorial", "ratings"),
                                 "format": "parquet"},
+                    "movies": {"path": os.path.join(world["wh"], "bqml_tutorial", "movies"),
+                               "format": "parquet"},
                     "bqml": {"evaluate": {"path": str(ex / "evaluate.csv")},
                              "training_info": {"path": str(ex / "training_info.json")},
                              "recommend": {"path": str(ex / "recommend-*.avro"),
