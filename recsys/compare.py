@@ -11,8 +11,11 @@ never silently dropped. Latent factors are identified only up to a rotation (any
 gives the same predictions with X Q and Y Q), so factors are not compared; predictions and
 intercepts are.
 
-Every ``compare_*`` stage takes DataFrames and returns a DataFrame; ``run_compare`` reads,
-compares, writes the tables through the sink, and writes ``report.md`` with SVG plots.
+Every ``compare_*`` stage takes DataFrames and returns a DataFrame; ``run_compare`` reads and
+checks every input first (``prepare_inputs``), compares, writes the tables through the sink,
+judges the verdict (``recsys.verdict``) and writes ``report.md`` and ``report.html``
+(``recsys.html_report``) with SVG plots. BigQuery ML's top-5 table is the tutorial's query as
+BigQuery leaves it (``f0_``, titles only); every one of its users is compared.
 """
 
 from __future__ import annotations
@@ -515,13 +518,13 @@ class _Inputs:
 
 
 def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
-    """Read both sides, write the ``compare_*`` tables and ``<compare.output>/report.md``."""
+    """Read and check both sides, write the ``compare_*`` tables, then
+    ``<compare.output>/report.md`` (opening with the verdict) and ``report.html``; with
+    ``compare.fail_on_mismatch`` the report's exit code is 4 unless the verdict is PASS."""
     report = report or Report("compare")
     sink = make_sink(cfg)
     c, m = cfg.compare, cfg.model
     inputs = _Inputs(spark, cfg, sink)
-    cols = dict(user_col=m.user_col, item_col=m.item_col,
-                pred_col=schemas.prediction_col(m.rating_col))
     md: List[str] = ["# recsys against BigQuery ML", ""]
     svgs: List[Tuple[str, str]] = []
     counts: List[tuple] = []
