@@ -31,13 +31,13 @@ def run_job(job_fn: Callable, argv: Sequence[str], *, job: str, description: str
     args = parse_args(argv, job, description or job)
     spark = None
     try:
-        cfg: Config = load_config(args.config, args.overrides)
+        cfg: Config = load_config(args.config, args.overrides, job=job)
         from recsys.session import build_session  # imported late: config errors need no JVM
 
         spark = build_session(cfg.spark, session_conf(cfg, job))
         report = job_fn(spark, cfg)
         print(report.render(), flush=True)
-        return 0
+        return getattr(report, "exit_code", 0)
     except RecsysError as exc:
         print(f"recsys {job}: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

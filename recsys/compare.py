@@ -11,8 +11,11 @@ never silently dropped. Latent factors are identified only up to a rotation (any
 gives the same predictions with X Q and Y Q), so factors are not compared; predictions and
 intercepts are.
 
-Every ``compare_*`` stage takes DataFrames and returns a DataFrame; ``run_compare`` reads,
-compares, writes the tables through the sink, and writes ``report.md`` with SVG plots.
+Every ``compare_*`` stage takes DataFrames and returns a DataFrame; ``run_compare`` reads and
+checks every input first (``prepare_inputs``), compares, writes the tables through the sink,
+judges the verdict (``recsys.verdict``) and writes ``report.md`` and ``report.html``
+(``recsys.html_report``) with SVG plots. BigQuery ML's top-5 table is the tutorial's query as
+BigQuery leaves it (``f0_``, titles only); every one of its users is compared.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ from __future__ import annotations
 import glob
 import math
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recsys import html_report, verdict
 from recsys import report as rpt
 from recsys import schemas
-from recsys.config import CompareTableRef, Config
-from recsys.errors import ConfigError, InputError
+from recsys.config import COMPARE_OUTPUTS, CompareTableRef, Config
+from recsys.errors import EXIT_MISMATCH, ConfigError, InputError
 from recsys.pipeline import Report, StageTimer
 from recsys.session import PROVIDED_JAR_DIRS, provided_jar
 from recsys.sinks import make_sink
@@ -170,46 +175,110 @@ def predictions_frame(df: DataFrame, *, user_col: str, item_col: str, pred_col: 
                      _double(F.col(pred)).alias(PRED))
 
 
+def list_column(df: DataFrame, key: str, fmt: Optional[str] = None) -> Optional[str]:
+    """The top-k table's list column: the one ARRAY<STRUCT> column, whatever its name (the
+    tutorial's ``ARRAY_AGG(STRUCT(...))`` has no alias, so BigQuery names it ``f0_``), or
+    ``recommendations``; None for a flat (UNNEST-ed) table."""
+    nested = [f.name for f in df.schema.fields if isinstance(f.dataType, T.ArrayType)
+              and isinstance(f.dataType.elementType, T.StructType)]
+    if len(nested) > 1:
+        nested = [n for n in nested if n == "recommendations"] or nested
+    if len(nested) > 1:
+        raise InputError(f"{key}: several ARRAY<STRUCT> columns ({', '.join(nested)}); keep "
+                         f"the top-k list only")
+    if nested:
+        return nested[0]
+    for name in ("recommendations", "f0_"):
+        if name in df.columns:
+            dtype = type_name(df.schema[name].dataType)
+            hint = (": bq extract cannot write nested columns to CSV; export as "
+                    "NEWLINE_DELIMITED_JSON, AVRO or PARQUET, or flatten it with UNNEST"
+                    if fmt == "csv" else "")
+            raise InputError(f"{key}: {name!r} is {dtype}, not ARRAY<STRUCT>{hint}")
+    return None
+
+
 def topk_frame(df: DataFrame, *, user_col: str, item_col: str, pred_col: str,
-               key: str) -> DataFrame:
+               key: str, fmt: Optional[str] = None) -> DataFrame:
     """The top-k table -> (user, rank, item, title, prediction), rank from 1.
 
-    Nested (``recommendations ARRAY<STRUCT<...>>``, as the tutorial builds it, in list order) or
-    flat, one recommendation per row (``SELECT user_id, r.* FROM top5, UNNEST(recommendations) r``,
-    the only shape ``bq extract`` can write to CSV), ranked by prediction (ties by item/title).
-    ``item`` is NULL when the table has no item ids (the tutorial's struct has none).
+    Nested (an ARRAY<STRUCT<...>> column as the tutorial builds it: ``f0_`` when the
+    ``ARRAY_AGG`` has no alias, or ``recommendations``; in list order) or flat, one
+    recommendation per row (``SELECT user_id, r.* FROM top5, UNNEST(f0_) r``, the only shape
+    ``bq extract`` can write to CSV), ranked by prediction (ties by item/title). ``item`` is
+    NULL when the table has no item ids (the tutorial's struct has titles only).
     """
     _need(df, [user_col], key)
     user = id_text(F.col(user_col), df.schema[user_col].dataType).alias(USER)
-    if "recommendations" in df.columns:
-        dtype = df.schema["recommendations"].dataType
-        if not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.StructType)):
-            raise InputError(f"{key}: 'recommendations' is {type_name(dtype)}, not "
-                             f"ARRAY<STRUCT>: bq extract cannot write nested columns to CSV; "
-                             f"export as NEWLINE_DELIMITED_JSON, AVRO or PARQUET, or flatten it "
-                             f"with UNNEST")
-        fields = {f.name: f.dataType for f in dtype.elementType.fields}
-        pred = _prediction_name(list(fields), pred_col, key)
-        exploded = df.select(user, F.posexplode("recommendations").alias("pos", "r"))
+    nested = list_column(df, key, fmt)
+    if nested is not None:
+        fields = {f.name: f.dataType for f in df.schema[nested].dataType.elementType.fields}
+        pred = _prediction_name(list(fields), pred_col, f"{key}.{nested}")
+        exploded = df.select(user, F.posexplode(nested).alias("pos", "r"))
         item = (id_text(F.col(f"r.{item_col}"), fields[item_col]) if item_col in fields
                 else F.lit(None).cast("string"))
-        title = (F.col("r.movie_title").cast("string") if "movie_title" in fields
+        title = (F.trim(F.col("r.movie_title").cast("string")) if "movie_title" in fields
                  else F.lit(None).cast("string"))
         return exploded.select(USER, (F.col("pos") + 1).cast("long").alias(RANK),
                                item.alias(ITEM), title.alias(TITLE),
                                _double(F.col(f"r.{pred}")).alias(PRED))
     if item_col not in df.columns and "movie_title" not in df.columns:
-        raise InputError(f"{key}: no 'recommendations' column and no {item_col!r} or "
-                         f"'movie_title' column (columns: {', '.join(df.columns)}); bq extract "
-                         f"cannot write the nested top-5 table to CSV: export it as "
-                         f"NEWLINE_DELIMITED_JSON, AVRO or PARQUET, or flatten it with UNNEST")
+        hint = (" (bq extract cannot write the nested top-5 table to CSV: flatten it with "
+                "UNNEST, or export NEWLINE_DELIMITED_JSON, AVRO or PARQUET)" if fmt == "csv"
+                else "")
+        raise InputError(f"{key}: no top-k list: expected an ARRAY<STRUCT> column (the "
+                         f"tutorial's unaliased ARRAY_AGG, which BigQuery names f0_) or flat "
+                         f"{item_col!r} / 'movie_title' columns (columns: "
+                         f"{', '.join(df.columns)}){hint}")
     pred = _prediction_name(df.columns, pred_col, key)
     item = (id_text(F.col(item_col), df.schema[item_col].dataType) if item_col in df.columns
             else F.lit(None).cast("string"))
-    title = (F.col("movie_title").cast("string") if "movie_title" in df.columns
+    title = (F.trim(F.col("movie_title").cast("string")) if "movie_title" in df.columns
              else F.lit(None).cast("string"))
     flat = df.select(user, item.alias(ITEM), title.alias(TITLE), _double(F.col(pred)).alias(PRED))
     return _ranked(flat)
+
+
+def title_index(movies: DataFrame) -> DataFrame:
+    """The movies table -> (title, ids): every movie id (as text, sorted) of each title."""
+    _need(movies, ["movie_id", "movie_title"], "compare.movies")
+    return (movies.select(F.trim(F.col("movie_title").cast("string")).alias(TITLE),
+                          id_text(F.col("movie_id"), movies.schema["movie_id"].dataType)
+                          .alias(ITEM))
+            .where(F.col(TITLE).isNotNull())
+            .groupBy(TITLE).agg(F.array_sort(F.collect_set(ITEM)).alias("ids")))
+
+
+def resolve_titles(top: DataFrame, titles: DataFrame, other: DataFrame) -> DataFrame:
+    """Item ids for a titles-only top-k table through the movies table's ``titles`` index.
+
+    A title of one movie -> its id. A title shared by several movies (ambiguous) -> the one of
+    them in the ``other`` side's list for that user, if any, else the smallest id. A title not
+    in the movies table -> ``title:<title>`` (matches no id). Adds ``title_ids``: how many
+    movies have the title (0 unknown, >1 ambiguous)."""
+    from pyspark.sql import Window
+
+    known = (other.where(F.col(ITEM).isNotNull())
+             .select(USER, F.col(ITEM).alias("cand"), F.lit(True).alias("in_other")).distinct())
+    cands = (top.drop(ITEM).join(titles, TITLE, "left")
+             .select("*", F.explode_outer("ids").alias("cand"))
+             .join(known, [USER, "cand"], "left"))
+    order = Window.partitionBy(USER, RANK).orderBy(
+        F.coalesce(F.col("in_other"), F.lit(False)).desc(),
+        F.col("cand").cast("long").asc_nulls_last(), F.col("cand").asc_nulls_last())
+    first = cands.select("*", F.row_number().over(order).alias("_n")).where(F.col("_n") == 1)
+    return first.select(USER, RANK,
+                        F.coalesce(F.col("cand"), F.concat(F.lit("title:"), F.col(TITLE)))
+                        .alias(ITEM), TITLE, PRED,
+                        F.when(F.col("ids").isNull(), F.lit(0)).otherwise(F.size("ids"))
+                        .cast("long").alias("title_ids"))
+
+
+def with_titles(top: DataFrame, titles: DataFrame) -> DataFrame:
+    """Fill a top-k table's missing titles from the movies table (by item id)."""
+    by_id = titles.select(F.explode("ids").alias(ITEM), F.col(TITLE).alias("_t"))
+    return (top.join(by_id, ITEM, "left")
+            .select(USER, RANK, ITEM, F.coalesce(TITLE, "_t").alias(TITLE), PRED))
 
 
 def _ranked(df: DataFrame) -> DataFrame:
@@ -253,20 +322,25 @@ def metric_order(names) -> List[str]:
     return list(dict.fromkeys(known + sorted(n for n in names if n not in known)))
 
 
+def evaluate_values(df: DataFrame, key: str) -> Dict[str, Optional[float]]:
+    """ML.EVALUATE's one row as {metric: value} (text columns of a CSV export parsed)."""
+    rows = df.collect()
+    if len(rows) != 1:
+        raise InputError(f"{key}: ML.EVALUATE has one row, got {len(rows)}")
+    values = {}
+    for name, value in rows[0].asDict().items():
+        try:
+            values[name] = None if value in (None, "") else float(value)
+        except (TypeError, ValueError):
+            continue  # not a metric (e.g. a trial_id text column)
+    return values
+
+
 def compare_metrics(spark: SparkSession, bqml: DataFrame, recsys: DataFrame,
                     key: str = "evaluate") -> DataFrame:
     """Two ML.EVALUATE rows -> (metric, bqml, recsys, difference = recsys - bqml)."""
-    values = {}
-    for side, df in (("bqml", bqml), ("recsys", recsys)):
-        rows = df.collect()
-        if len(rows) != 1:
-            raise InputError(f"compare.{side}.{key}: ML.EVALUATE has one row, got {len(rows)}")
-        values[side] = {}
-        for name, value in rows[0].asDict().items():
-            try:
-                values[side][name] = None if value in (None, "") else float(value)
-            except (TypeError, ValueError):
-                continue  # not a metric (e.g. a trial_id text column)
+    values = {side: evaluate_values(df, f"compare.{side}.{key}")
+              for side, df in (("bqml", bqml), ("recsys", recsys))}
     names = metric_order(set(values["bqml"]) | set(values["recsys"]))
     rows = []
     for name in names:
@@ -345,20 +419,23 @@ def _lists(top: DataFrame, k: int, by: str) -> DataFrame:
 
 
 def compare_topk(bqml: DataFrame, recsys: DataFrame, k: int, by: str = ITEM) -> DataFrame:
-    """Per user in both top-k tables: overlap (|A ∩ B|), overlap@k (|A ∩ B| / k), Jaccard
-    (|A ∩ B| / |A ∪ B|), same set, same order. ``by``: ``item`` or ``title``."""
+    """Per user of BigQuery ML's top-k table: overlap (|A ∩ B|), overlap@k (|A ∩ B| / k),
+    Jaccard (|A ∩ B| / |A ∪ B|), same set, same order. A user recsys has no list for has
+    ``recsys_items`` NULL and overlap 0. ``by``: ``item`` or ``title``."""
     b = _lists(bqml, k, by).withColumnRenamed("items", "bqml_items")
     r = _lists(recsys, k, by).withColumnRenamed("items", "recsys_items")
-    both = b.join(r, USER)
-    inter = F.size(F.array_intersect("bqml_items", "recsys_items"))
-    union = F.size(F.array_union("bqml_items", "recsys_items"))
+    both = b.join(r, USER, "left")
+    r_items = F.coalesce(F.col("recsys_items"), F.array().cast("array<string>"))
+    inter = F.size(F.array_intersect("bqml_items", r_items))
+    union = F.size(F.array_union("bqml_items", r_items))
     return both.select(
         F.col(USER).alias("user"), "bqml_items", "recsys_items",
         inter.cast("long").alias("overlap"), (inter / F.lit(float(k))).alias("overlap_at_k"),
         F.when(union > 0, inter / union).alias("jaccard"),
-        ((F.size(F.array_except("bqml_items", "recsys_items")) == 0)
-         & (F.size(F.array_except("recsys_items", "bqml_items")) == 0)).alias("same_set"),
-        (F.col("bqml_items") == F.col("recsys_items")).alias("same_order"))
+        ((F.size(F.array_except("bqml_items", r_items)) == 0)
+         & (F.size(F.array_except(r_items, "bqml_items")) == 0)).alias("same_set"),
+        F.coalesce(F.col("bqml_items") == F.col("recsys_items"), F.lit(False))
+        .alias("same_order"))
 
 
 def id_counts(what: str, bqml: DataFrame, recsys: DataFrame) -> tuple:
@@ -409,6 +486,8 @@ class _Inputs:
         self.spark, self.cfg, self.sink = spark, cfg, sink
         self.notes: List[str] = []
         self.sources: Dict[str, Dict[str, str]] = {}
+        self.formats: Dict[Tuple[str, str], Optional[str]] = {}
+        self._extras: Dict[str, Optional[DataFrame]] = {}
 
     def get(self, side: str, name: str) -> Optional[DataFrame]:
         ref = getattr(getattr(self.cfg.compare, side), name)
@@ -423,36 +502,42 @@ class _Inputs:
             self.sources.setdefault(name, {})[side] = describe_ref(None, table)
             return self.sink.read(self.spark, table)
         self.sources.setdefault(name, {})[side] = describe_ref(ref, "")
+        self.formats[(side, name)] = ref.resolved_format()
         return read_ref(self.spark, self.cfg, self.sink, ref, key)
 
     def extra(self, name: str) -> Optional[DataFrame]:
-        ref = getattr(self.cfg.compare, name)
-        if ref is not None:
-            return read_ref(self.spark, self.cfg, self.sink, ref, f"compare.{name}")
-        return self.sink.read(self.spark, name) if self.sink.exists(name) else None
+        """The ratings or movies table (read once): compare.<name>, else the sink's table."""
+        if name not in self._extras:
+            ref = getattr(self.cfg.compare, name)
+            if ref is not None:
+                df = read_ref(self.spark, self.cfg, self.sink, ref, f"compare.{name}")
+            else:
+                df = self.sink.read(self.spark, name) if self.sink.exists(name) else None
+            self._extras[name] = df
+        return self._extras[name]
 
 
 def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
-    """Read both sides, write the ``compare_*`` tables and ``<compare.output>/report.md``."""
+    """Read and check both sides, write the ``compare_*`` tables, then
+    ``<compare.output>/report.md`` (opening with the verdict) and ``report.html``; with
+    ``compare.fail_on_mismatch`` the report's exit code is 4 unless the verdict is PASS."""
     report = report or Report("compare")
     sink = make_sink(cfg)
     c, m = cfg.compare, cfg.model
     inputs = _Inputs(spark, cfg, sink)
-    cols = dict(user_col=m.user_col, item_col=m.item_col,
-                pred_col=schemas.prediction_col(m.rating_col))
     md: List[str] = ["# recsys against BigQuery ML", ""]
     svgs: List[Tuple[str, str]] = []
     counts: List[tuple] = []
     sections: List[str] = []
     compared = []
+    # Every input is read and checked (files, columns, the ML.EVALUATE row) before anything is
+    # written, so a bad input leaves no partial compare_* tables behind.
+    with StageTimer(report, "inputs"):
+        prepared = prepare_inputs(inputs, cfg)
+    figures: Dict[str, object] = {}  # what the verdict judges
 
     def both(name):
-        b = inputs.get("bqml", name)
-        if b is None:
-            inputs.notes.append(f"compare.bqml.{name} not set: {name} not compared")
-            return None, None
-        r = inputs.get("recsys", name)
-        return (b, r) if r is not None else (None, None)
+        return prepared.get(name) or (None, None)
 
     def write(name, df):
         report.tables[name] = sink.write(name, df)
@@ -471,6 +556,7 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
                                         "difference (recsys − BigQuery ML)", "relative"],
                                        [(x.metric, _v(x.bqml), _v(x.recsys), _v(x.difference),
                                          _rel(x.difference, x.bqml)) for x in metrics]), ""]
+            figures["metrics"] = {x.metric: (x.bqml, x.recsys) for x in metrics}
             for x in metrics:
                 report.metrics[x.metric] = x.difference
                 report.add(f"  evaluate   {x.metric:<24} bqml {rpt.fmt(x.bqml, 6):>10}  "
@@ -518,9 +604,7 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
     with StageTimer(report, "recommend"):
         b, r = both("recommend")
         if b is not None:
-            for side, df in (("bqml", b), ("recsys", r)):
-                frame = predictions_frame(df, key=f"compare.{side}.recommend", **cols)
-                inputs.notes += _id_type_notes(side, df, [m.user_col, m.item_col])
+            for side, frame in (("bqml", b), ("recsys", r)):
                 raw_rows = frame.count()
                 preds[side] = dedupe_predictions(frame).cache()
                 dup = raw_rows - preds[side].count()
@@ -529,6 +613,8 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
                                         f"rows averaged")
             stats = write(schemas.COMPARE_PREDICTIONS,
                           compare_predictions(spark, preds["bqml"], preds["recsys"])).head()
+            figures["prediction_rmse"] = stats.rmse
+            figures["prediction_correlation"] = stats.pearson
             compared.append("recommend")
             counts.append(("recommend users", *id_counts(
                 "", preds["bqml"].select(USER), preds["recsys"].select(USER))[1:]))
@@ -558,16 +644,14 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
 
     # Top k
     with StageTimer(report, "top_k"):
-        sections += _topk_section(spark, cfg, inputs, preds, cols, write, svgs, counts, report,
+        sections += _topk_section(spark, cfg, inputs, prepared, write, svgs, counts, report,
                                   compared)
 
     # ML.WEIGHTS
     with StageTimer(report, "weights"):
         b, r = both("weights")
         if b is not None:
-            frames = {side: intercepts_frame(df, key=f"compare.{side}.weights",
-                                             user_col=m.user_col, item_col=m.item_col).cache()
-                      for side, df in (("bqml", b), ("recsys", r))}
+            frames = {"bqml": b.cache(), "recsys": r.cache()}
             table = write(schemas.COMPARE_INTERCEPTS,
                           compare_intercepts(frames["bqml"], frames["recsys"]))
             compared.append("weights")
@@ -578,11 +662,16 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
         frame.unpersist()
 
     if not compared:
-        raise InputError("compare: nothing to compare: set at least one compare.bqml.* table "
-                         "whose recsys counterpart exists")
+        raise InputError("compare: nothing to compare: no compare.bqml.* table has a recsys "
+                         "counterpart")
     if counts:
         write(schemas.COMPARE_COUNTS, spark.createDataFrame(
             counts, schemas.COMPARE_COUNTS_SCHEMA).coalesce(1))
+    figures["mean_overlap_at_k"] = report.metrics.get("mean_overlap_at_k")
+    outcome = verdict.judge(c.tolerances, figures, c.top_k)
+    write(schemas.COMPARE_VERDICT, spark.createDataFrame(
+        verdict.rows(outcome), schemas.COMPARE_VERDICT_SCHEMA).coalesce(1))
+    md += verdict.markdown(outcome, c.fail_on_mismatch)
     md += _inputs_section(inputs, compared)
     if counts:
         md += ["## What was compared", "",
@@ -591,12 +680,56 @@ def run_compare(spark: SparkSession, cfg: Config, report: Optional[Report] = Non
                                                for row in counts]), ""]
     md += sections
     out = os.path.abspath(os.path.expanduser(c.output))
-    if "://" in c.output:
-        raise ConfigError(f"compare.output must be a local folder, got {c.output!r}")
-    rpt.write_files(out, [*svgs, ("report.md", "\n".join(md) + "\n")])
-    report.add(f"  report     {os.path.join(out, 'report.md')} ({len(svgs)} plots)")
+    text = "\n".join(md) + "\n"
+    rpt.write_files(out, [*svgs, ("report.md", text),
+                          ("report.html", html_report.render(text, dict(svgs)))])
+    report.add(f"  verdict    {outcome.status}: " + "; ".join(
+        f"{x.name} {rpt.fmt(x.figure)} ({x.rule} {rpt.fmt(x.tolerance)}) "
+        f"{'ok' if x.passed else 'FAIL' if x.passed is False else 'not evaluated'}"
+        for x in outcome.criteria))
+    report.add(f"  report     {os.path.join(out, 'report.md')} and report.html "
+               f"({len(svgs)} plots)")
     report.add(f"  tables in  {sink.dataset_dir}: {', '.join(sorted(report.tables))}")
+    if c.fail_on_mismatch and outcome.status != verdict.PASS:
+        report.exit_code = EXIT_MISMATCH
     return report
+
+
+def prepare_inputs(inputs: "_Inputs", cfg: Config) -> Dict[str, Tuple[DataFrame, DataFrame]]:
+    """Every compared output of both sides, read and in canonical columns (lazy frames whose
+    files, schemas and columns are checked here), keyed by output name; an output without a
+    BigQuery ML table or a recsys counterpart is left out (with a note)."""
+    m = cfg.model
+    cols = dict(user_col=m.user_col, item_col=m.item_col,
+                pred_col=schemas.prediction_col(m.rating_col))
+    out = {}
+    for name in COMPARE_OUTPUTS:
+        b = inputs.get("bqml", name)
+        if b is None:
+            inputs.notes.append(f"compare.bqml.{name} not set: {name} not compared")
+            continue
+        r = inputs.get("recsys", name)
+        if r is None:
+            continue
+        pair = {}
+        for side, df in (("bqml", b), ("recsys", r)):
+            key, fmt = f"compare.{side}.{name}", inputs.formats.get((side, name))
+            if name == "recommend":
+                inputs.notes += _id_type_notes(side, df, [m.user_col, m.item_col])
+                df = predictions_frame(df, key=key, **cols)
+            elif name == "top5":
+                df = topk_frame(df, key=key, fmt=fmt, **cols)
+            elif name == "weights":
+                df = intercepts_frame(df, key=key, user_col=m.user_col, item_col=m.item_col)
+            elif name == "evaluate":
+                evaluate_values(df, key)
+            else:
+                _need(df, ["iteration", "loss"], key)
+            pair[side] = df
+        out[name] = (pair["bqml"], pair["recsys"])
+    for name in ("ratings", "movies"):
+        inputs.extra(name)
+    return out
 
 
 def _v(value):
@@ -632,116 +765,144 @@ def _inputs_section(inputs: _Inputs, compared: List[str]) -> List[str]:
     return out + ([""] if others else [])
 
 
-def _topk_section(spark, cfg, inputs, preds, cols, write, svgs, counts, report, compared):
+@dataclass(frozen=True)
+class TopkMatch:
+    """Both sides' top-k tables keyed the same way (``by``: item ids or titles)."""
+
+    bqml: DataFrame
+    recsys: DataFrame
+    by: str
+    how: str
+    ambiguous_titles: Optional[int] = None  # distinct titles shared by several movies
+    unknown_titles: Optional[int] = None    # distinct titles not in the movies table
+
+
+def match_topk(b: DataFrame, r: DataFrame, titles: Optional[DataFrame], k: int) -> TopkMatch:
+    """Key BigQuery ML's top-k lists like recsys's: by item id where a side has ids, else by
+    title through the movies table (``titles`` from ``title_index``; None: not given)."""
+    b_ids = b.where(F.col(ITEM).isNotNull()).limit(1).count() > 0
+    r_ids = r.where(F.col(ITEM).isNotNull()).limit(1).count() > 0
+    if b_ids and r_ids:
+        return TopkMatch(b, r, ITEM, "item id (both top-k tables have item ids)")
+    if titles is None or not r_ids:
+        if titles is not None:
+            b, r = with_titles(b, titles), with_titles(r, titles)
+        return TopkMatch(b, r, TITLE, "movie title (a side has no item ids"
+                         + (" and no movies table was given" if titles is None else
+                            ", so neither can be mapped") + "; ambiguous titles not counted)")
+    side, other = (b, r) if not b_ids else (r, b)
+    resolved = resolve_titles(side.where(F.col(RANK) <= k), titles,
+                              other.where(F.col(RANK) <= k)).cache()
+    counts = resolved.groupBy(TITLE).agg(F.max("title_ids").alias("n")).select(
+        F.sum((F.col("n") > 1).cast("long")).alias("amb"),
+        F.sum((F.col("n") == 0).cast("long")).alias("unk")).head()
+    name = "BigQuery ML's" if not b_ids else "recsys's"
+    how = (f"item id: {name} top-k table has titles only (the tutorial's struct), mapped to "
+           f"ids through the movies table; a title shared by several movies counts as the one "
+           f"of them in the other list, else the smallest id")
+    resolved = resolved.drop("title_ids")
+    pair = (resolved, r) if not b_ids else (b, resolved)
+    return TopkMatch(*pair, ITEM, how, counts["amb"] or 0, counts["unk"] or 0)
+
+
+def topk_popularity(per_user: DataFrame, match: TopkMatch, ratings: Optional[DataFrame],
+                    movies: Optional[DataFrame], item_col: str, k: int) -> dict:
+    """Distinct items, catalogue coverage and rating counts of the recommended items over the
+    users compared, per side (rating counts need the ratings table)."""
+    by = match.by
+    users = per_user.select(F.col("user").alias(USER))
+    recs = {side: top.where((F.col(RANK) <= k) & F.col(by).isNotNull()).join(users, USER)
+            .select(USER, F.col(by).alias("key"))
+            for side, top in (("bqml", match.bqml), ("recsys", match.recsys))}
+    out = {"distinct": {side: recs[side].select("key").distinct().count() for side in SIDES},
+           "catalogue": None, "pop": {side: (None, None) for side in SIDES}}
+    if ratings is None:
+        return out
+    popularity = ratings.select(id_text(F.col(item_col), ratings.schema[item_col].dataType)
+                                .alias("key")).groupBy("key").count()
+    if by == TITLE:
+        if movies is None:
+            return out
+        popularity = (popularity.join(title_index(movies).select(
+            F.explode("ids").alias("key"), F.col(TITLE).alias("t")), "key")
+            .groupBy("t").agg(F.sum("count").alias("count")).withColumnRenamed("t", "key"))
+    out["catalogue"] = popularity.count()
+    for side in SIDES:
+        row = (recs[side].join(popularity, "key", "left")
+               .select(F.coalesce(F.col("count"), F.lit(0)).alias("c"))
+               .select(F.avg("c").alias("mean"), F.expr("percentile(c, 0.5)").alias("median"))
+               .head())
+        out["pop"][side] = (row["mean"], row["median"])
+    return out
+
+
+def _topk_section(spark, cfg, inputs, prepared, write, svgs, counts, report, compared):
     c, m = cfg.compare, cfg.model
     k = c.top_k
-    b_raw = inputs.get("bqml", "top5")
-    if b_raw is None:
-        inputs.notes.append("compare.bqml.top5 not set: top-k lists not compared")
+    if prepared.get("top5") is None:
         return []
-    r_raw = inputs.get("recsys", "top5")
-    if r_raw is None:
-        return []
-    b = topk_frame(b_raw, key="compare.bqml.top5", **cols)
-    r = topk_frame(r_raw, key="compare.recsys.top5", **cols)
+    b, r = prepared["top5"]
     movies = inputs.extra("movies")
-    b_has_items = b.where(F.col(ITEM).isNotNull()).limit(1).count() > 0
-    if b_has_items:
-        by, how = ITEM, "item id (from the BigQuery ML top-k table)"
-    elif "bqml" in preds:
-        b = topk_from_predictions(preds["bqml"], k)
-        by, how = ITEM, ("item id: BigQuery ML's top-k table has no item ids (the tutorial's "
-                         "struct holds titles only), so its lists are derived from its "
-                         "ML.RECOMMEND table (prediction DESC, ties by the smaller item id)")
-    else:
-        by, how = TITLE, ("movie title: BigQuery ML's top-k table has no item ids and no "
-                          "ML.RECOMMEND table was given")
-        if movies is not None:
-            titles = movies.select(id_text(F.col("movie_id"), movies.schema["movie_id"].dataType)
-                                   .alias(ITEM), F.col("movie_title").alias("_t"))
-            r = (r.join(titles, ITEM, "left")
-                 .select(USER, RANK, ITEM, F.coalesce(TITLE, "_t").alias(TITLE), PRED))
-    per_user = write(schemas.COMPARE_TOPK, compare_topk(b, r, k, by)).cache()
-    users = id_counts("", b.select(USER), r.select(USER))
+    match = match_topk(b, r, title_index(movies) if movies is not None else None, k)
+    per_user = write(schemas.COMPARE_TOPK, compare_topk(match.bqml, match.recsys, k,
+                                                        match.by)).cache()
+    users = id_counts("", match.bqml.select(USER), match.recsys.select(USER))
     agg = per_user.select(F.count(F.lit(1)).alias("n"), F.avg("overlap_at_k").alias("o"),
                           F.avg("jaccard").alias("j"),
                           F.sum(F.col("same_set").cast("long")).alias("s"),
                           F.sum(F.col("same_order").cast("long")).alias("so")).head()
     dist = {row["overlap"]: row["count"] for row in per_user.groupBy("overlap").count().collect()}
-
-    # Coverage and popularity, over the users compared.
-    ratings = inputs.extra("ratings")
-    users_both = per_user.select(F.col("user").alias(USER))
-    recs = {side: top.where((F.col(RANK) <= k) & F.col(by).isNotNull()).join(users_both, USER)
-            .select(USER, F.col(by).alias("key")) for side, top in (("bqml", b), ("recsys", r))}
-    distinct = {side: recs[side].select("key").distinct().count() for side in SIDES}
-    catalogue = None
-    popularity = None
-    if ratings is not None:
-        item_ids = ratings.select(id_text(F.col(m.item_col), ratings.schema[m.item_col].dataType)
-                                  .alias("key"))
-        popularity = item_ids.groupBy("key").count()
-        if by == TITLE:
-            if movies is not None:
-                titles = movies.select(
-                    id_text(F.col("movie_id"), movies.schema["movie_id"].dataType).alias("key"),
-                    F.col("movie_title").alias("title"))
-                popularity = (popularity.join(titles, "key").groupBy("title")
-                              .agg(F.sum("count").alias("count")).withColumnRenamed("title", "key"))
-                catalogue = popularity.count()
-            else:
-                popularity = None
-        else:
-            catalogue = popularity.count()
-    elif by == ITEM and len(preds) == 2:
-        catalogue = (preds["bqml"].select(ITEM).union(preds["recsys"].select(ITEM))
-                     .distinct().count())
-    pop = {}
-    for side in SIDES:
-        if popularity is None:
-            pop[side] = (None, None)
-            continue
-        row = (recs[side].join(popularity, "key", "left")
-               .select(F.coalesce(F.col("count"), F.lit(0)).alias("c"))
-               .select(F.avg("c").alias("mean"), F.expr("percentile(c, 0.5)").alias("median"))
-               .head())
-        pop[side] = (row["mean"], row["median"])
-    coverage = {side: (distinct[side] / catalogue if catalogue else None) for side in SIDES}
-    summary = (k, by, agg["n"], users[4], users[5], agg["o"], agg["j"], agg["s"] or 0,
-               agg["so"] or 0, catalogue, distinct["bqml"], distinct["recsys"],
-               coverage["bqml"], coverage["recsys"], pop["bqml"][0], pop["recsys"][0],
-               pop["bqml"][1], pop["recsys"][1])
+    pop = topk_popularity(per_user, match, inputs.extra("ratings"), movies, m.item_col, k)
+    cat, distinct = pop["catalogue"], pop["distinct"]
+    coverage = {side: (distinct[side] / cat if cat else None) for side in SIDES}
+    summary = (k, match.by, agg["n"], users[4], users[5], agg["o"], agg["j"], agg["s"] or 0,
+               agg["so"] or 0, cat, distinct["bqml"], distinct["recsys"],
+               coverage["bqml"], coverage["recsys"], pop["pop"]["bqml"][0],
+               pop["pop"]["recsys"][0], pop["pop"]["bqml"][1], pop["pop"]["recsys"][1],
+               match.ambiguous_titles, match.unknown_titles)
     write(schemas.COMPARE_TOPK_SUMMARY, spark.createDataFrame(
         [summary], schemas.COMPARE_TOPK_SUMMARY_SCHEMA).coalesce(1))
     per_user.unpersist()
     counts.append(("top-k users", *users[1:]))
     compared.append("top5")
+    report.metrics["mean_overlap_at_k"] = agg["o"]
     svgs.append(("overlap.svg", rpt.bar_chart(
         [str(i) for i in range(k + 1)], [dist.get(i, 0) for i in range(k + 1)],
         title=f"Items shared by the two top-{k} lists, per user",
         xlabel=f"overlap (items in both top-{k} lists)", ylabel="users")))
-    report.add(f"  top {k}      {agg['n']:,} users compared by {by}: mean overlap@{k} "
+    report.add(f"  top {k}      {agg['n']:,} users compared by {match.by}: mean overlap@{k} "
                f"{rpt.fmt(agg['o'])}, mean Jaccard {rpt.fmt(agg['j'])}, "
                f"{agg['s'] or 0:,} identical sets")
+    return _topk_lines(k, match, agg, users, dist, distinct, cat, coverage, pop,
+                       inputs.extra("ratings") is not None)
+
+
+def _topk_lines(k, match, agg, users, dist, distinct, cat, coverage, pop, has_ratings):
     rows = [
-        ("users compared", agg["n"], ""),
-        (f"mean overlap@{k} (items in both lists / {k})", agg["o"], ""),
-        ("mean Jaccard (|A ∩ B| / |A ∪ B|)", agg["j"], ""),
-        ("users with identical lists (same items)", agg["s"] or 0, ""),
-        ("users with identical lists (same items, same order)", agg["so"] or 0, ""),
+        ("users compared (every user of BigQuery ML's top-k table)", agg["n"]),
+        (f"mean overlap@{k} (items in both lists / {k}; no recsys list counts 0)", agg["o"]),
+        ("mean Jaccard (|A ∩ B| / |A ∪ B|)", agg["j"]),
+        ("users with identical lists (same items)", agg["s"] or 0),
+        ("users with identical lists (same items, same order)", agg["so"] or 0),
     ]
+    if match.ambiguous_titles is not None:
+        rows += [("titles shared by several movies (ambiguous)", match.ambiguous_titles),
+                 ("titles not in the movies table", match.unknown_titles)]
     side_rows = [
         ("distinct items recommended", distinct["bqml"], distinct["recsys"]),
-        (f"catalogue coverage (of {rpt.fmt(catalogue)} items)", coverage["bqml"],
-         coverage["recsys"]),
-        ("mean rating count of recommended items", pop["bqml"][0], pop["recsys"][0]),
-        ("median rating count of recommended items", pop["bqml"][1], pop["recsys"][1]),
+        (f"catalogue coverage (of {rpt.fmt(cat)} items)", coverage["bqml"], coverage["recsys"]),
+        ("mean rating count of recommended items", pop["pop"]["bqml"][0],
+         pop["pop"]["recsys"][0]),
+        ("median rating count of recommended items", pop["pop"]["bqml"][1],
+         pop["pop"]["recsys"][1]),
     ]
+    source = "the ratings table" if has_ratings else "no ratings table (not computed)"
     return ["## Top-k recommendations", "",
-            f"Lists matched by {how}; the first {k} of each list; over the users on both sides "
-            f"({rpt.fmt(users[4])} only in BigQuery ML's table, {rpt.fmt(users[5])} only in "
-            f"recsys's). Rating counts from {'the ratings table' if ratings is not None else 'no ratings table (not computed)'}.",
-            "", *rpt.md_table(["statistic", "value"], [row[:2] for row in rows]), "",
+            f"Lists matched by {match.how}; the first {k} of each list; over every user of "
+            f"BigQuery ML's top-k table ({rpt.fmt(users[4])} of them have no recsys list, "
+            f"{rpt.fmt(users[5])} recsys users are not in BigQuery ML's table). Rating counts "
+            f"from {source}.",
+            "", *rpt.md_table(["statistic", "value"], rows), "",
             "![overlap distribution](overlap.svg)", "",
             *rpt.md_table(["per side", "BigQuery ML", "recsys"], side_rows), "",
             *rpt.md_table([f"overlap (of {k})", "users"],

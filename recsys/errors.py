@@ -22,3 +22,8 @@ class InputError(RecsysError):
     """An input file is missing, unreadable or has too many bad rows."""
 
     exit_code = 3
+
+
+# Exit code of a job whose result fails its own check (the compare job's verdict with
+# compare.fail_on_mismatch), after every output was written.
+EXIT_MISMATCH = 4

@@ -40,6 +40,9 @@ class Report:
     tables: Dict[str, str] = field(default_factory=dict)
     # Sub-stage wall seconds (e.g. train.als_fit); not added to the total.
     details: Dict[str, float] = field(default_factory=dict)
+    # The job's exit code once every output is written (non-zero: the result failed a check
+    # the config asked for, e.g. the compare verdict with compare.fail_on_mismatch).
+    exit_code: int = 0
 
     def add(self, text: str) -> None:
         """Append a line of the summary."""

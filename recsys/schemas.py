@@ -122,6 +122,7 @@ COMPARE_TOPK = "compare_topk"
 COMPARE_TOPK_SUMMARY = "compare_topk_summary"
 COMPARE_INTERCEPTS = "compare_intercepts"
 COMPARE_COUNTS = "compare_counts"
+COMPARE_VERDICT = "compare_verdict"
 
 COMPARE_METRICS_SCHEMA = StructType([
     StructField("metric", StringType(), False),
@@ -181,6 +182,8 @@ COMPARE_TOPK_SUMMARY_SCHEMA = StructType([
     StructField("recsys_mean_rating_count", DoubleType(), True),
     StructField("bqml_median_rating_count", DoubleType(), True),
     StructField("recsys_median_rating_count", DoubleType(), True),
+    StructField("ambiguous_titles", LongType(), True),  # NULL: not matched through titles
+    StructField("unknown_titles", LongType(), True),
 ])
 
 COMPARE_INTERCEPTS_SCHEMA = StructType([
@@ -189,6 +192,14 @@ COMPARE_INTERCEPTS_SCHEMA = StructType([
     StructField("bqml", DoubleType(), True),
     StructField("recsys", DoubleType(), True),
     StructField("difference", DoubleType(), True),
+])
+
+COMPARE_VERDICT_SCHEMA = StructType([
+    StructField("criterion", StringType(), False),
+    StructField("figure", DoubleType(), True),       # NULL: not evaluated (input not given)
+    StructField("rule", StringType(), False),        # "<=" or ">="
+    StructField("tolerance", DoubleType(), False),
+    StructField("passed", BooleanType(), True),      # NULL: not evaluated
 ])
 
 COMPARE_COUNTS_SCHEMA = StructType([

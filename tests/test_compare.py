@@ -3,7 +3,8 @@ number checked against pandas/numpy oracles computed here from the fixture rows.
 
 import json
 import os
-import struct
+import re
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import bq_writers as bw
 from conftest import REPO
 from recsys.config import load_config
 from recsys.errors import ConfigError, InputError
@@ -63,61 +65,16 @@ def top_lists(frame, key="item_id", k=K):
     return {u: g[key].head(k).tolist() for u, g in ordered.groupby("user_id")}
 
 
-# --- writers of BigQuery ML's export formats ----------------------------------------------------
+# --- writers of BigQuery ML's export formats (sources of each fact in tests/bq_writers.py) ----
 
 def write_bq_json(path, rows):
-    """bq extract NEWLINE_DELIMITED_JSON: INT64 as JSON strings, NULL fields left out."""
-    def enc(v):
-        if isinstance(v, (bool, np.bool_)):
-            return bool(v)
-        if isinstance(v, (int, np.integer)):
-            return str(int(v))
-        if isinstance(v, dict):
-            return {k: enc(x) for k, x in v.items() if x is not None}
-        if isinstance(v, list):
-            return [enc(x) for x in v]
-        return float(v) if isinstance(v, (float, np.floating)) else v
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(enc(row), separators=(",", ":")) + "\n")
-
-
-def _zz(n):
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _avro_value(schema, value):
-    if isinstance(schema, list):  # ["null", T]: BigQuery's NULLABLE
-        return _zz(0) if value is None else _zz(1) + _avro_value(schema[1], value)
-    if schema == "long":
-        return _zz(int(value))
-    if schema == "double":
-        return struct.pack("<d", float(value))
-    if schema == "string":
-        data = value.encode("utf-8")
-        return _zz(len(data)) + data
-    raise AssertionError(schema)
+    bw.write_json(str(path), rows)
 
 
 def write_bq_avro(path, fields, rows):
-    """bq extract AVRO (null codec): record 'Root', NULLABLE columns as unions with null."""
-    schema = {"type": "record", "name": "Root",
-              "fields": [{"name": n, "type": ["null", t]} for n, t in fields]}
-    sync = bytes(range(16))
-    meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
-    head = b"Obj\x01" + _zz(len(meta))
-    for key, value in meta.items():
-        head += _avro_value("string", key) + _zz(len(value)) + value
-    head += _zz(0) + sync
-    body = b"".join(_avro_value(["null", t], row[n]) for row in rows for n, t in fields)
-    with open(path, "wb") as fh:
-        fh.write(head + _zz(len(rows)) + _zz(len(body)) + body + sync)
+    bw.write_avro(str(path), [(n, bw.avro_type({"long": "INT64", "double": "FLOAT64",
+                                                "string": "STRING"}[t])) for n, t in fields],
+                  rows)
 
 
 def write_table(root, name, frame, schema=None):
@@ -133,15 +90,19 @@ def write_table(root, name, frame, schema=None):
 def world(tmp_path_factory):
     """A recsys run (sink tables, INT64 ids) and BigQuery ML's exports of the same model shape.
 
-    recsys: users 1..8 x items 1..12. BigQuery ML (a partial export): users 1..6 and 99, items
-    1..12 and 50, predictions = recsys + noise rounded to 0.1 (ties), user ids as STRING.
+    recsys: users 1..8 x items 1..12. BigQuery ML's model: users 1..8 and 99, items 1..12 and 50,
+    predictions = recsys + noise rounded to 0.1 (ties). Its ML.RECOMMEND export is partial
+    (users 1..6 and 99, user ids as STRING); its top-5 table is the tutorial's query verbatim
+    over the whole model (column ``f0_``, titles only). Movie 0 is a remake sharing movie 4's
+    title (an ambiguous title).
     """
     tmp = tmp_path_factory.mktemp("compare")
     rng = np.random.default_rng(7)
     users, items = np.arange(1, 9), np.arange(1, 13)
-    movies = pd.DataFrame({"movie_id": np.arange(1, 51, dtype="int64"),
-                           "movie_title": [f"Movie {i}, The ({1950 + i})" for i in range(1, 51)],
-                           "genre": ["Drama|Comedy"] * 50})
+    movies = pd.DataFrame({"movie_id": np.arange(0, 51, dtype="int64"),
+                           "movie_title": [f"Movie {i}, The ({1950 + i})" for i in range(0, 51)],
+                           "genre": ["Drama|Comedy"] * 51})
+    movies.loc[0, "movie_title"] = movies.loc[4, "movie_title"]
     rec = pd.DataFrame([(u, i) for u in users for i in items], columns=["user_id", "item_id"])
     rec["predicted_rating"] = 3 + rng.normal(0, 1, len(rec))
     rec = rec[["predicted_rating", "user_id", "item_id"]].astype(
@@ -150,11 +111,13 @@ def world(tmp_path_factory):
                             "item_id": rng.integers(1, 13, 60).astype("int64")}).drop_duplicates()
     ratings["rating"] = rng.integers(1, 6, len(ratings)).astype(float)
 
-    bq = rec[rec.user_id <= 6].copy()
-    bq["predicted_rating"] = np.round(bq.predicted_rating + rng.normal(0, 0.3, len(bq)), 1)
+    bq_full = rec.copy()
+    bq_full["predicted_rating"] = np.round(bq_full.predicted_rating
+                                           + rng.normal(0, 0.3, len(bq_full)), 1)
     extra = pd.DataFrame({"predicted_rating": [4.0, 3.5, 2.0, 9.94],
                           "user_id": [99, 99, 1, 2], "item_id": [1, 2, 50, 50]})
-    bq = pd.concat([bq, extra], ignore_index=True)
+    bq_full = pd.concat([bq_full, extra], ignore_index=True)
+    bq = bq_full[(bq_full.user_id <= 6) | (bq_full.user_id == 99)].reset_index(drop=True)
 
     wh = str(tmp / "wh")
     write_table(wh, "recommend", rec)
@@ -195,18 +158,34 @@ def world(tmp_path_factory):
          "learning_rate": None, "duration_ms": 31000 + it} for it, loss in TUTORIAL_LOSS.items()])
     bq_str = bq.assign(user_id=bq.user_id.astype(str))  # a STRING user column
     pq.write_table(pa.Table.from_pandas(bq_str, preserve_index=False), ex / "recommend.parquet")
-    write_bq_avro(ex / "recommend-000000000000.avro",
-                  [("predicted_rating", "double"), ("user_id", "long"), ("item_id", "long")],
-                  bq.to_dict("records"))
-    bq_titled = bq.merge(movies, left_on="item_id", right_on="movie_id")  # the tutorial's join
+    half = len(bq) // 2  # a sharded export: recommend-*.avro -> ...000, ...001
+    for path, part in zip(bw.shard_names(str(ex / "recommend"), "avro", 2),
+                          (bq[:half], bq[half:])):
+        write_bq_avro(path, [("predicted_rating", "double"), ("user_id", "long"),
+                             ("item_id", "long")], part.to_dict("records"))
+    # The tutorial's top-5 statement verbatim, over the whole model:
+    #   SELECT user_id, ARRAY_AGG(STRUCT(movie_title, genre, predicted_rating)
+    #                             ORDER BY predicted_rating DESC LIMIT 5)
+    #   FROM (SELECT * FROM bqml_tutorial.recommend JOIN bqml_tutorial.movies
+    #         ON item_id = movie_id) GROUP BY user_id
+    # The ARRAY_AGG has no alias, so BigQuery names the column f0_ (tests/bq_writers.py).
+    bq_titled = bq_full.merge(movies, left_on="item_id", right_on="movie_id")
     top_b = top_lists(bq_titled)
-    write_bq_json(ex / "top5.json", [
-        {"user_id": int(u), "recommendations": [
+    top5_rows = [
+        {"user_id": int(u), "f0_": [
             {"movie_title": titles[i], "genre": "Drama|Comedy",
              "predicted_rating": float(bq_titled[(bq_titled.user_id == u)
                                                  & (bq_titled.item_id == i)]
                                        .predicted_rating.iloc[0])} for i in lst]}
-        for u, lst in top_b.items()])
+        for u, lst in top_b.items()]
+    write_bq_json(ex / "top5.json", top5_rows)
+    # The same table exported to AVRO: f0_ is REPEATED RECORD -> an Avro array of records.
+    entry = bw.avro_type("RECORD", "REQUIRED", name="f0_", fields=[
+        ("movie_title", bw.avro_type("STRING")), ("genre", bw.avro_type("STRING")),
+        ("predicted_rating", bw.avro_type("FLOAT64"))])
+    bw.write_avro(str(ex / "top5-000000000000.avro"),
+                  [("user_id", bw.avro_type("INT64")), ("f0_", {"type": "array", "items": entry})],
+                  top5_rows)
     b_ints = {"user": {u: b + 0.02 * (u % 3) for u, b in ints["user"].items() if u <= 6},
               "item": {i: b - 0.01 * i for i, b in ints["item"].items()}}
     b_ints["item"][50] = 1.0
@@ -218,20 +197,21 @@ def world(tmp_path_factory):
         + [(None, "global__intercept__", None, 3.58)],
         columns=["processed_input", "feature", "factor_weights", "intercept"]),
         preserve_index=False), ex / "weights.parquet")
-    return dict(tmp=tmp, wh=wh, ex=ex, rec=rec, bq=bq, ratings=ratings, movies=movies,
-                recsys_loss=recsys_loss, ints=ints, b_ints=b_ints, top_r=top_r, top_b=top_b)
+    return dict(tmp=tmp, wh=wh, ex=ex, rec=rec, bq=bq, bq_full=bq_full, ratings=ratings,
+                movies=movies, recsys_loss=recsys_loss, ints=ints, b_ints=b_ints, top_r=top_r,
+                top_b=top_b, top5_rows=top5_rows)
 
 
 def compare_cfg(world, *sets):
     ex = world["ex"]
     return load_config(None, [
-        "source.ratings=unused", f"sink.path={world['wh']}",
+        f"sink.path={world['wh']}",
         f"compare.output={world['tmp'] / 'report'}",
         f"compare.bqml.evaluate.path={ex / 'evaluate.csv'}",
         f"compare.bqml.training_info.path={ex / 'training_info.json'}",
         f"compare.bqml.recommend.path={ex / 'recommend.parquet'}",
         f"compare.bqml.top5.path={ex / 'top5.json'}",
-        f"compare.bqml.weights.path={ex / 'weights.parquet'}", *sets])
+        f"compare.bqml.weights.path={ex / 'weights.parquet'}", *sets], job="compare")
 
 
 def read(world, name):
@@ -296,24 +276,49 @@ def test_counts_of_compared_and_uncompared(compared):
     c = t["compare_counts"].set_index("what")
     assert c.loc["recommend users"].tolist() == [7, 8, 6, 1, 2]  # 99 only bqml; 7, 8 only recsys
     assert c.loc["recommend items"].tolist() == [13, 12, 12, 1, 0]  # item 50 only bqml
-    assert c.loc["top-k users"].tolist() == [7, 8, 6, 1, 2]
+    assert c.loc["top-k users"].tolist() == [9, 8, 8, 1, 0]  # 99 has no recsys list
     assert c.loc["weights users"].tolist() == [6, 8, 6, 0, 2]
     assert c.loc["weights items"].tolist() == [13, 12, 12, 1, 0]
     assert c.loc["training iterations"][["bqml", "recsys", "compared"]].tolist() == [3, 12, 3]
 
 
-def test_topk_derived_from_recommend_when_struct_has_no_item_ids(compared, world):
+def resolved_bqml_lists(world):
+    """Oracle: BigQuery ML's title lists -> ids through the movies table (a title of several
+    movies -> the one in recsys's list for that user, else the smallest id)."""
+    movies, top_r = world["movies"], world["top_r"]
+    ids_of = movies.groupby("movie_title").movie_id.apply(sorted).to_dict()
+    titles = movies.set_index("movie_id").movie_title
+    out = {}
+    for u, lst in world["top_b"].items():
+        picks = []
+        for i in lst:
+            cands = ids_of[titles[i]]
+            inside = [c for c in cands if c in top_r.get(u, [])]
+            picks.append(inside[0] if inside else cands[0])
+        out[u] = picks
+    return out
+
+
+def test_topk_covers_every_user_of_the_top5_table(compared, world):
+    """The partial ML.RECOMMEND export (users 1..6, 99) does not limit the top-k comparison:
+    every user of the tutorial's top-5 table (users 1..8, 99) is compared."""
     _, t = compared
-    bq = world["bq"].assign(user_id=world["bq"].user_id.astype(int))
-    want_b, want_r = top_lists(bq), world["top_r"]
+    want_b, want_r = resolved_bqml_lists(world), world["top_r"]
+    assert world["movies"].movie_title[0] == world["movies"].movie_title[4]  # a remake
+    # The ambiguous title is in play: listed by BigQuery ML where recsys's list has movie 4.
+    assert any(4 in world["top_b"][u] and 4 in world["top_r"].get(u, []) for u in want_b)
     top = t["compare_topk"].set_index("user")
-    assert sorted(top.index) == [str(u) for u in range(1, 7)]
+    assert sorted(top.index) == sorted(str(u) for u in want_b) == sorted(
+        [str(u) for u in range(1, 9)] + ["99"])
     overlaps, jaccards = [], []
-    for u in range(1, 7):
-        a, b = want_b[u], want_r[u]
+    for u, a in want_b.items():
+        b = want_r.get(u, [])
         row = top.loc[str(u)]
         assert list(row.bqml_items) == [str(i) for i in a]
-        assert list(row.recsys_items) == [str(i) for i in b]
+        if u in want_r:
+            assert list(row.recsys_items) == [str(i) for i in b]
+        else:
+            assert row.recsys_items is None
         inter = len(set(a) & set(b))
         assert row.overlap == inter and row.overlap_at_k == pytest.approx(inter / K)
         assert row.jaccard == pytest.approx(inter / len(set(a) | set(b)))
@@ -321,14 +326,19 @@ def test_topk_derived_from_recommend_when_struct_has_no_item_ids(compared, world
         overlaps.append(inter / K)
         jaccards.append(inter / len(set(a) | set(b)))
     s = t["compare_topk_summary"].iloc[0]
-    assert s.matched_by == "item" and s.users_compared == 6
-    assert (s.users_bqml_only, s.users_recsys_only) == (1, 2)
+    assert s.matched_by == "item" and s.users_compared == 9
+    assert (s.users_bqml_only, s.users_recsys_only) == (1, 0)
     assert s.mean_overlap_at_k == pytest.approx(np.mean(overlaps))
     assert s.mean_jaccard == pytest.approx(np.mean(jaccards))
+    titles = world["movies"].set_index("movie_id").movie_title
+    listed = {titles[i] for lst in world["top_b"].values() for i in lst}
+    ambiguous = world["movies"].movie_title.value_counts()
+    assert s.ambiguous_titles == sum(ambiguous[x] > 1 for x in listed) == 1
+    assert s.unknown_titles == 0
     counts = world["ratings"].groupby("item_id").size()
     assert s.catalogue_size == len(counts)
     for side, lists in (("bqml", want_b), ("recsys", want_r)):
-        recs = [i for u in range(1, 7) for i in lists[u]]
+        recs = [i for u in want_b for i in lists.get(u, [])]
         pops = [counts.get(i, 0) for i in recs]
         assert s[f"{side}_distinct_items"] == len(set(recs))
         assert s[f"{side}_coverage"] == pytest.approx(len(set(recs)) / len(counts))
@@ -416,14 +426,82 @@ def test_csv_exports_and_int_vs_string_ids(spark, world, tmp_path):
         assert per_user.loc[str(u), "overlap"] == len(set(a) & set(r_list))
 
 
+def test_tutorial_top5_as_json_and_parquet_reads_the_same(spark, world, tmp_path):
+    """The tutorial's top-5 table (f0_ ARRAY<STRUCT<movie_title, genre, predicted_rating>>) as
+    bq extract writes it to NEWLINE_DELIMITED_JSON (user_id INT64 as a string) and PARQUET:
+    both give the fixture's lists, in order, with their predictions."""
+    from recsys import compare as cmp
+
+    rows = world["top5_rows"]
+    struct = pa.struct([("movie_title", pa.string()), ("genre", pa.string()),
+                        ("predicted_rating", pa.float64())])
+    pq.write_table(pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
+                             "f0_": pa.array([r["f0_"] for r in rows], pa.list_(struct))}),
+                   tmp_path / "top5-000000000000.parquet")
+    first = (world["ex"] / "top5.json").read_text().splitlines()[0]
+    assert first.startswith('{"user_id":"') and '"f0_":[{"movie_title":' in first
+    want = {(str(r["user_id"]), n + 1): (x["movie_title"], x["predicted_rating"])
+            for r in rows for n, x in enumerate(r["f0_"])}
+    for path, fmt in ((world["ex"] / "top5.json", "json"),
+                      (tmp_path / "top5-*.parquet", "parquet")):
+        top = cmp.topk_frame(cmp.read_files(spark, str(path), fmt, "k"), user_col="user_id",
+                             item_col="item_id", pred_col="predicted_rating", key="k", fmt=fmt)
+        got = {(r.user, r.rank): (r.title, r.prediction) for r in top.collect()}
+        assert got.keys() == want.keys()
+        for key, (title, pred) in want.items():
+            assert got[key][0] == title and got[key][1] == pytest.approx(pred, abs=1e-12)
+
+
+def test_recommend_with_an_input_table_sharded_csv(spark, world, tmp_path):
+    """ML.RECOMMEND(MODEL m, (SELECT user_id, item_id, rating FROM ...)): one prediction per
+    input pair, the input's other columns passed through (bqml-reference.md), exported with
+    a wildcard URI to CSV shards recommend-000000000000.csv, -000000000001.csv."""
+    from recsys import compare as cmp
+
+    pairs = world["bq"].sample(frac=0.5, random_state=3).reset_index(drop=True)
+    pairs = pairs.assign(rating=np.round(pairs.predicted_rating.clip(0.5, 5)), note="a, \"b\"")
+    header = ["predicted_rating", "user_id", "item_id", "rating", "note"]
+    half = len(pairs) // 2
+    for path, part in zip(bw.shard_names(str(tmp_path / "recommend"), "csv", 2),
+                          (pairs[:half], pairs[half:])):
+        bw.write_csv(path, header, part[header].itertuples(index=False))
+    frame = cmp.predictions_frame(
+        cmp.read_files(spark, str(tmp_path / "recommend-*.csv"), "csv", "k"),
+        user_col="user_id", item_col="item_id", pred_col="predicted_rating", key="k")
+    rec = world["rec"]
+    r = cmp.predictions_frame(spark.createDataFrame(rec), user_col="user_id",
+                              item_col="item_id", pred_col="predicted_rating", key="k")
+    row = cmp.compare_predictions(spark, frame, r).head()
+    both = pairs.merge(rec, on=["user_id", "item_id"], suffixes=("_b", "_r"))
+    assert row.pairs_bqml == len(pairs) and row.pairs_compared == len(both)
+    assert row.rmse == pytest.approx(np.sqrt(np.mean(
+        (both.predicted_rating_r - both.predicted_rating_b) ** 2)), rel=1e-12)
+
+
 def test_nested_top5_as_csv_is_refused_with_a_hint(spark, tmp_path):
     from recsys import compare as cmp
 
-    (tmp_path / "t.csv").write_text('user_id,recommendations\n1,"[{...}]"\n')
+    (tmp_path / "t.csv").write_text('user_id,f0_\n1,"[{...}]"\n')
     df = cmp.read_files(spark, str(tmp_path / "t.csv"), "csv", "compare.bqml.top5")
-    with pytest.raises(InputError, match="bq extract cannot write nested columns to CSV"):
+    with pytest.raises(InputError, match="'f0_' is STRING, not ARRAY<STRUCT>: bq extract "
+                                         "cannot write nested columns to CSV"):
         cmp.topk_frame(df, user_col="user_id", item_col="item_id", pred_col="predicted_rating",
-                       key="compare.bqml.top5")
+                       key="compare.bqml.top5", fmt="csv")
+
+
+def test_json_top5_without_a_list_names_the_list_not_csv(spark, tmp_path):
+    """A JSON top-5 table without any list column: the error says what is missing and does
+    not talk about CSV (the file was JSON)."""
+    from recsys import compare as cmp
+
+    write_bq_json(tmp_path / "t.json", [{"user_id": 1, "note": "x"}])
+    df = cmp.read_files(spark, str(tmp_path / "t.json"), "json", "compare.bqml.top5")
+    with pytest.raises(InputError) as err:
+        cmp.topk_frame(df, user_col="user_id", item_col="item_id", pred_col="predicted_rating",
+                       key="compare.bqml.top5", fmt="json")
+    text = str(err.value)
+    assert "f0_" in text and "columns: note, user_id" in text and "CSV" not in text
+    assert "\n" not in text
 
 
 def test_missing_export_is_one_line(spark, world, tmp_path):
@@ -449,6 +527,116 @@ def test_config_errors(sets, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("*", r"\*").replace(".", r"\.")):
         load_config(None, ["source.ratings=x", *sets])
+
+
+def test_compare_needs_no_source_but_something_to_compare():
+    cfg = load_config(None, ["compare.bqml.evaluate.path=e.csv"], job="compare")
+    assert cfg.source.ratings is None and cfg.compare.bqml.evaluate.path == "e.csv"
+    with pytest.raises(ConfigError, match="source.ratings is required"):
+        load_config(None, ["compare.bqml.evaluate.path=e.csv"], job="pipeline")
+    with pytest.raises(ConfigError, match=r"compare: nothing to compare: set at least one "
+                                          r"compare\.bqml\.\* table"):
+        load_config(None, [], job="compare")
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["compare.output=gs://bucket/report"], "compare.output must be a local folder"),
+    (["compare.tolerances.prediction_rmse=-1"], "compare.tolerances.prediction_rmse must be >= 0"),
+    (["compare.tolerances.mean_overlap_at_k=1.5"],
+     "compare.tolerances.mean_overlap_at_k must be within 0..1"),
+    (["compare.tolerances.prediction_rmsee=0.1"],
+     "did you mean 'compare.tolerances.prediction_rmse'"),
+    (["compare.fail_on_mismatch=maybe"], "compare.fail_on_mismatch' must be true or false"),
+])
+def test_compare_config_errors_at_load(sets, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, ["compare.bqml.evaluate.path=e.csv", *sets], job="compare")
+
+
+def test_gs_output_refused_before_anything_is_written(world, tmp_path):
+    """The issue's case: a gs:// compare.output was refused only after every compare_* table
+    was written. Now the CLI stops at the config (exit 2) and writes nothing."""
+    sink = tmp_path / "wh"
+    proc = subprocess.run(
+        [sys.executable, "jobs/compare.py", "--config", "conf/compare.yaml",
+         "--set", f"sink.path={sink}", "--set", "compare.output=gs://bucket/report",
+         "--set", f"compare.bqml.evaluate.path={world['ex'] / 'evaluate.csv'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "recsys compare: error: compare.output must be a local folder (the report is written "
+        "with local file IO), got 'gs://bucket/report'"]
+    assert not sink.exists()
+
+
+def test_bad_input_fails_before_any_table_is_written(spark, world, tmp_path):
+    """An input error in the last compared output (ML.WEIGHTS) is raised before the first
+    compare_* table (ML.EVALUATE's) is written."""
+    from recsys.compare import run_compare
+
+    (tmp_path / "weights.json").write_text('{"feature":"1","intercept":0.5}\n')
+    recsys = [f"compare.recsys.{name}.path={os.path.join(world['wh'], 'bqml_tutorial', t)}"
+              for name, t in (("evaluate", "evaluate"), ("training_info", "training_info"),
+                              ("recommend", "recommend"), ("top5", "recommend_top5"),
+                              ("weights", "weights"))]
+    cfg = compare_cfg(world, f"sink.path={tmp_path / 'wh'}", f"compare.output={tmp_path / 'r'}",
+                      f"compare.bqml.weights.path={tmp_path / 'weights.json'}",
+                      *[x + "" for x in recsys], *[f"compare.recsys.{n}.format=parquet"
+                                                   for n in ("evaluate", "training_info",
+                                                             "recommend", "top5", "weights")])
+    with pytest.raises(InputError, match=r"compare\.bqml\.weights: missing column\(s\) "
+                                         r"processed_input"):
+        run_compare(spark, cfg)
+    assert not (tmp_path / "wh").exists() and not (tmp_path / "r").exists()
+
+
+def test_verdict_rules():
+    from recsys import verdict
+    from recsys.config import CompareTolerances
+
+    tol = CompareTolerances(metric_relative_difference=0.01, prediction_rmse=0.1,
+                            prediction_correlation=0.98, mean_overlap_at_k=0.5)
+    ok = {"metrics": {"mean_squared_error": (0.40, 0.402), "r2_score": (0.70, 0.699)},
+          "prediction_rmse": 0.1, "prediction_correlation": 0.98, "mean_overlap_at_k": 0.5}
+    v = verdict.judge(tol, ok, 5)
+    assert v.status == verdict.PASS  # bounds are inclusive
+    assert v.criteria[0].figure == pytest.approx(0.002 / 0.40)
+    assert v.criteria[0].detail == "worst: mean_squared_error"
+    assert verdict.judge(tol, {**ok, "prediction_rmse": 0.1001}, 5).status == verdict.FAIL
+    assert verdict.judge(tol, {**ok, "mean_overlap_at_k": 0.49}, 5).status == verdict.FAIL
+    missing = verdict.judge(tol, {k: v for k, v in ok.items() if k != "metrics"}, 5)
+    assert missing.status == verdict.INCOMPLETE and missing.criteria[0].passed is None
+
+
+def test_report_opens_with_the_verdict_and_its_figures(compared, world):
+    _, t = compared
+    rel = max(abs(RECSYS_EVALUATE[k] - v) / v for k, v in TUTORIAL_EVALUATE.items())
+    bq, rec = world["bq"], world["rec"]
+    both = bq.merge(rec, on=["user_id", "item_id"], suffixes=("_b", "_r"))
+    rmse = np.sqrt(np.mean((both.predicted_rating_r - both.predicted_rating_b) ** 2))
+    want_b, want_r = resolved_bqml_lists(world), world["top_r"]
+    overlap = np.mean([len(set(a) & set(want_r.get(u, []))) / K for u, a in want_b.items()])
+    v = t["compare_verdict"] if "compare_verdict" in t else read(world, "compare_verdict")
+    v = v.set_index("criterion")
+    figures = v.figure.tolist()
+    assert figures[0] == pytest.approx(rel, rel=1e-9)
+    assert figures[1] == pytest.approx(rmse, rel=1e-9)
+    assert figures[2] == pytest.approx(pearson(both.predicted_rating_b, both.predicted_rating_r),
+                                       rel=1e-9)
+    assert figures[3] == pytest.approx(overlap, rel=1e-9)
+    assert v.tolerance.tolist() == [0.01, 0.10, 0.98, 0.5]
+    want = [rel <= 0.01, rmse <= 0.10, figures[2] >= 0.98, overlap >= 0.5]
+    assert v.passed.tolist() == want and not all(want)
+    md = (world["tmp"] / "report" / "report.md").read_text().splitlines()
+    assert md[0] == "# recsys against BigQuery ML"
+    assert md[2].startswith("**Verdict: FAIL** — the recsys run does NOT reproduce BigQuery ML")
+    assert f"| {rpt_fmt(rmse)} | <= 0.1 |" in "\n".join(md[:12])
+
+
+def rpt_fmt(x):
+    from recsys import report as rpt
+
+    return rpt.fmt(float(x))
 
 
 def test_session_conf_adds_avro_and_connector_only_for_compare():
@@ -487,15 +675,22 @@ def test_compare_job_end_to_end_with_avro(world, tmp_path):
                                                    ("weights", "weights"))},
                     "ratings": {"path": os.path.join(world["wh"], "bqml_tutorial", "ratings"),
                                 "format": "parquet"},
+                    "movies": {"path": os.path.join(world["wh"], "bqml_tutorial", "movies"),
+                               "format": "parquet"},
                     "bqml": {"evaluate": {"path": str(ex / "evaluate.csv")},
                              "training_info": {"path": str(ex / "training_info.json")},
                              "recommend": {"path": str(ex / "recommend-*.avro"),
                                            "format": "avro"},
-                             "top5": {"path": str(ex / "top5.json")},
+                             "top5": {"path": str(ex / "top5-*.avro")},
                              "weights": {"path": str(ex / "weights.parquet")}}}}))
-    proc = subprocess.run([sys.executable, "jobs/compare.py", "--config", str(conf)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "jobs/compare.py", "--config", str(conf),
+                           "--set", "compare.fail_on_mismatch=true"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The fixture's recsys side is out of tolerance: with fail_on_mismatch the job exits 4
+    # after writing every table and the report (a CI gate).
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "verdict    FAIL:" in proc.stdout
+    assert (tmp_path / "out" / "report.html").read_text().count("<svg") == 5
     assert "recsys compare: done in" in proc.stdout
     md = (tmp_path / "out" / "report.md").read_text()
     bq, rec = world["bq"], world["rec"]
@@ -511,3 +706,89 @@ def test_compare_job_end_to_end_with_avro(world, tmp_path):
     assert "0.3943" in (tmp_path / "out" / "loss.svg").read_text()
     p = pd.read_parquet(tmp_path / "wh" / "bqml_tutorial" / "compare_predictions").iloc[0]
     assert p.rmse == pytest.approx(rmse, rel=1e-12) and p.pairs_compared == 72
+    # The top-5 table came from Avro (f0_ as an array of records): same lists as the oracle.
+    want_b, want_r = resolved_bqml_lists(world), world["top_r"]
+    top = pd.read_parquet(tmp_path / "wh" / "bqml_tutorial" / "compare_topk").set_index("user")
+    assert {u: list(top.loc[str(u), "bqml_items"]) for u in want_b} == {
+        u: [str(i) for i in a] for u, a in want_b.items()}
+
+
+# --- report.html in a real headless browser ----------------------------------------------------
+# Chromium from Debian's packages: every plot of report.md is inline in the page, laid out with
+# a non-zero size, and painted (its area of a screenshot is not blank and shows the plot
+# colour). Outside CI the test skips when Chromium is missing; with CI=true it fails
+# (.ci/run installs Chromium).
+
+PROBE = """<pre id="probe"></pre><script>
+window.addEventListener('load', () => {
+  const plots = [...document.querySelectorAll('figure[data-plot]')].map(f => {
+    const svg = f.querySelector('svg');
+    const r = svg ? svg.getBoundingClientRect() : {x: 0, y: 0, width: 0, height: 0};
+    const drawn = svg ? [...svg.querySelectorAll('rect,line,polyline,circle,text')]
+      .filter(e => { const b = e.getBBox(); return b.width > 0 || b.height > 0; }).length : 0;
+    return {name: f.dataset.plot, x: r.x, y: r.y, width: r.width, height: r.height, drawn};
+  });
+  document.getElementById('probe').textContent = JSON.stringify(
+    {plots, height: document.documentElement.scrollHeight,
+     missing: document.querySelectorAll('.missing').length});
+});
+</script>"""
+PLOT_BLUE = (0x1F, 0x77, 0xB4)
+WIDTH = 1100
+
+
+def chromium():
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "Chromium not installed (apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + ": required in CI")
+        pytest.skip(message)
+    return found
+
+
+def run_chromium(binary, *args):
+    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--disable-dev-shm-usage", "--force-device-scale-factor=1", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_every_plot_renders_in_headless_chromium(compared, world, tmp_path):
+    from PIL import Image
+
+    binary = chromium()
+    folder = world["tmp"] / "report"
+    page = (folder / "report.html").read_text()
+    md = (folder / "report.md").read_text()
+    wanted = re.findall(r"!\[[^\]]*\]\(([^)]+\.svg)\)", md)
+    assert len(wanted) == 5 and "<img" not in page and "src=" not in page  # all inline
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(page.replace("</body>", PROBE + "</body>"))
+    dom = run_chromium(binary, f"--window-size={WIDTH},1000", "--virtual-time-budget=5000",
+                       "--dump-dom", probe_page.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found and found.group(1), dom[-2000:]
+    probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe["missing"] == 0
+    assert [p["name"] for p in probe["plots"]] == wanted
+    for plot in probe["plots"]:
+        assert plot["width"] >= 600 and plot["height"] >= 350, plot
+        assert plot["drawn"] >= 10, plot  # axes, ticks, labels and the data marks
+
+    shot = tmp_path / "report.png"
+    run_chromium(binary, f"--window-size={WIDTH},{int(probe['height']) + 50}",
+                 f"--screenshot={shot}", (folder / "report.html").as_uri())
+    image = Image.open(shot).convert("RGB")
+    for plot in probe["plots"]:
+        box = tuple(int(round(v)) for v in (plot["x"], plot["y"], plot["x"] + plot["width"],
+                                            plot["y"] + plot["height"]))
+        data = image.crop(box).tobytes()
+        pixels = [tuple(data[i:i + 3]) for i in range(0, len(data), 3)]
+        ink = sum(1 for p in pixels if sum(p) < 3 * 235) / len(pixels)
+        blue = sum(1 for p in pixels if all(abs(a - b) <= 40 for a, b in zip(p, PLOT_BLUE)))
+        assert ink > 0.01, (plot["name"], ink)  # not a blank area
+        assert blue > 20, (plot["name"], blue)  # the data (bars, cells, lines) painted
+    if os.environ.get("RECSYS_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["RECSYS_KEEP_SCREENSHOT"])
