@@ -63,15 +63,18 @@ def session_conf(cfg: Config, job: Optional[str] = None) -> dict:
     bigquery = (cfg.sink.type == "bigquery" or cfg.source.format == "bigquery"
                 or any(ref.is_bigquery() for _, ref in refs))
     conf = connector_conf(cfg.bigquery.connector, pyspark.__version__) if bigquery else {}
+    avro = None
     if any(ref.resolved_format() == "avro" for _, ref in refs):
         from recsys.compare import avro_conf
 
-        packages = [p for p in (cfg.spark.conf.get("spark.jars.packages"),
-                                conf.get("spark.jars.packages"),
-                                avro_conf(cfg.compare.avro_package, pyspark.__version__))
-                    if p]
-        if packages:
-            conf["spark.jars.packages"] = ",".join(dict.fromkeys(packages))
+        avro = avro_conf(cfg.compare.avro_package, pyspark.__version__)
+    # The builder applies these after the user's spark.conf: a package list of the user's own
+    # must be kept, not replaced by the connector's coordinate.
+    packages = [p.strip() for entry in (cfg.spark.conf.get("spark.jars.packages"),
+                                        conf.get("spark.jars.packages"), avro)
+                if entry for p in entry.split(",") if p.strip()]
+    if packages:
+        conf["spark.jars.packages"] = ",".join(dict.fromkeys(packages))
     return conf
 
 

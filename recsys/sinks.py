@@ -182,15 +182,24 @@ def make_sink(cfg):
     raise ConfigError(f"sink.type {cfg.sink.type!r} is not supported")
 
 
+def _is_query(ref: str) -> bool:
+    from recsys.bigquery import is_query
+
+    return is_query(ref)
+
+
 def resolve_table(sink, spark: SparkSession, ref: Optional[str]) -> Optional[DataFrame]:
     """A table reference from config: a table name of the sink's dataset, a Parquet path, or
     (BigQuery sink) a ``dataset.table`` id or a ``SELECT`` query."""
     if ref is None:
         return None
+    bigquery = hasattr(sink, "connection")
+    if bigquery and _is_query(ref):  # before the path test: SQL may hold a '/'
+        return sink.connection.read(spark, ref, sink.dataset)
     if "/" in ref or os.sep in ref:
         if "://" not in ref and not os.path.exists(os.path.expanduser(ref)):
             raise InputError(f"table path not found: {ref}")
         return spark.read.parquet(os.path.expanduser(ref))
-    if hasattr(sink, "connection") and ("." in ref or " " in ref.strip()):
+    if bigquery and ("." in ref or " " in ref.strip()):
         return sink.connection.read(spark, ref, sink.dataset)
     return sink.read(spark, ref)
