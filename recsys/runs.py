@@ -10,7 +10,9 @@ Layout of ``<sink.path>/<dataset>/`` (``recsys.sinks.LocalWarehouse`` writes the
   (``written``) and of every table and model of the dataset after it (``tables``, ``models``);
 - ``.views/<run_id>/`` — one symbolic link per table (and ``_models/<model>``) to its version;
 - ``.current`` — a link to the view of the last successful run: **the commit point**. A run
-  switches it with one atomic rename at its end, so every table changes at once;
+  switches it with one atomic rename at its end, so every table changes at once. Its manifest is
+  written (``success: true``) just before; a run killed between the two never became current,
+  and the run that takes its lock over marks it failed;
 - ``<table>`` — a link to ``.current/<table>`` (``_models/<model>`` likewise), for plain readers;
 - ``.lock`` — the writer lock (``flock``), holding the live run's id, pid, host and start;
 - ``.readers/<id>`` — one file per live reader (``flock``-ed by it) naming the run it pinned.
