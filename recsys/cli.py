@@ -1,6 +1,6 @@
 """The job runner shared by every ``jobs/*.py`` entry point.
 
-Parses ``--config`` and ``--set dotted.key=value``, loads the config (failing fast, before any JVM
+Parses ``--config``, ``--set dotted.key=value`` and ``--wait``, loads the config (failing fast, before any JVM
 starts), builds the session, runs one job function, prints its report, and stops the session.
 Failures a user can fix are printed as one line and give a non-zero exit code.
 """
@@ -23,6 +23,9 @@ def parse_args(argv: Sequence[str], job: str, description: str) -> argparse.Name
     parser.add_argument("--config", required=True, help="YAML config file (see conf/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one config key, e.g. model.num_factors=8")
+    parser.add_argument("--wait", action="store_true",
+                        help="when another run is writing the dataset, wait for it to end "
+                             "instead of failing at once")
     return parser.parse_args(list(argv))
 
 
@@ -33,9 +36,13 @@ def run_job(job_fn: Callable, argv: Sequence[str], *, job: str, description: str
     try:
         cfg: Config = load_config(args.config, args.overrides, job=job)
         from recsys.session import build_session  # imported late: config errors need no JVM
+        from recsys.sinks import job_unit
 
-        spark = build_session(cfg.spark, session_conf(cfg, job))
-        report = job_fn(spark, cfg)
+        # The run (writer lock, manifest) is opened before the JVM starts: a busy dataset is
+        # refused at once, and the job's tables switch together when it returns.
+        with job_unit(cfg, job, wait=args.wait):
+            spark = build_session(cfg.spark, session_conf(cfg, job))
+            report = job_fn(spark, cfg)
         print(report.render(), flush=True)
         return getattr(report, "exit_code", 0)
     except RecsysError as exc:
@@ -63,15 +70,18 @@ def session_conf(cfg: Config, job: Optional[str] = None) -> dict:
     bigquery = (cfg.sink.type == "bigquery" or cfg.source.format == "bigquery"
                 or any(ref.is_bigquery() for _, ref in refs))
     conf = connector_conf(cfg.bigquery.connector, pyspark.__version__) if bigquery else {}
+    avro = None
     if any(ref.resolved_format() == "avro" for _, ref in refs):
         from recsys.compare import avro_conf
 
-        packages = [p for p in (cfg.spark.conf.get("spark.jars.packages"),
-                                conf.get("spark.jars.packages"),
-                                avro_conf(cfg.compare.avro_package, pyspark.__version__))
-                    if p]
-        if packages:
-            conf["spark.jars.packages"] = ",".join(dict.fromkeys(packages))
+        avro = avro_conf(cfg.compare.avro_package, pyspark.__version__)
+    # The builder applies these after the user's spark.conf: a package list of the user's own
+    # must be kept, not replaced by the connector's coordinate.
+    packages = [p.strip() for entry in (cfg.spark.conf.get("spark.jars.packages"),
+                                        conf.get("spark.jars.packages"), avro)
+                if entry for p in entry.split(",") if p.strip()]
+    if packages:
+        conf["spark.jars.packages"] = ",".join(dict.fromkeys(packages))
     return conf
 
 

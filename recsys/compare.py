@@ -286,7 +286,7 @@ def _ranked(df: DataFrame) -> DataFrame:
 
     # Ties by the smaller item id: numerically for integer ids (kept as text), else as text.
     order = Window.partitionBy(USER).orderBy(F.col(PRED).desc_nulls_last(),
-                                             F.col(ITEM).cast("long").asc_nulls_last(),
+                                             F.expr(f"try_cast({ITEM} AS BIGINT)").asc_nulls_last(),
                                              F.col(ITEM).asc(), F.col(TITLE).asc())
     return df.select(USER, F.row_number().over(order).cast("long").alias(RANK), ITEM, TITLE, PRED)
 

@@ -21,7 +21,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import yaml
 
@@ -67,8 +67,10 @@ class SourceConfig:
     """Where the ratings and movies come from."""
 
     format: str = "ml-latest"
-    ratings: Optional[str] = None
-    movies: Optional[str] = None
+    # A file, a folder, a glob (local or any Hadoop URI), or a list of those; for a bigquery
+    # source one table id or query.
+    ratings: Optional[Union[str, Tuple[str, ...]]] = None
+    movies: Optional[Union[str, Tuple[str, ...]]] = None
     download: bool = False
     url: Optional[str] = None
     md5: Optional[str] = None
@@ -380,8 +382,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is typing.Union and type(None) in args:
         if value is None:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0] if len(inner) == 1 else typing.Union[tuple(inner)], value, key)
+    if origin is typing.Union:  # Union[str, Tuple[str, ...]]: one value or a list of them
+        listed = [a for a in args if typing.get_origin(a) is tuple]
+        single = [a for a in args if typing.get_origin(a) is not tuple]
+        if listed and isinstance(value, (list, tuple)):
+            return _coerce(listed[0], value, key)
+        return _coerce(single[0], value, key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".")
     if _is_mapping(tp):
@@ -442,6 +450,9 @@ def _validate(cfg: Config, job: Optional[str] = None) -> None:
          f"got {cfg.bigquery.write_method!r}")
     need(cfg.bigquery.write_method != "indirect" or cfg.bigquery.temporary_gcs_bucket is not None,
          "bigquery.write_method indirect needs bigquery.temporary_gcs_bucket")
+    for key, ref in (("source.ratings", src.ratings), ("source.movies", src.movies)):
+        need(src.format != "bigquery" or ref is None or isinstance(ref, str),
+             f"{key} must be one table id or query for source.format bigquery, got a list")
     if src.format == "bigquery" and cfg.sink.type == "bigquery":
         for key, ref in (("source.ratings", src.ratings), ("source.movies", src.movies)):
             clash = ref is not None and ref.split(".")[-2:] in (
@@ -500,8 +511,14 @@ def _validate(cfg: Config, job: Optional[str] = None) -> None:
     need(0.0 < tun.validation_fraction < 1.0,
          f"tuning.validation_fraction must be between 0 and 1, got {tun.validation_fraction}")
     need(all(2 <= f <= 200 for f in tun.num_factors), "tuning.num_factors must be within 2..200")
-    need(all(v > 0 for v in tun.l2_reg + tun.intercept_l2_reg),
-         "tuning.l2_reg and tuning.intercept_l2_reg must be > 0")
+    # The search lists get the checks of the model keys they stand for.
+    for key, values, ok, rule in (
+            ("l2_reg", tun.l2_reg, lambda v: v > 0, "> 0"),
+            ("intercept_l2_reg", tun.intercept_l2_reg, lambda v: v > 0, "> 0"),
+            ("reg_param", tun.reg_param, lambda v: v >= 0, ">= 0"),
+            ("wals_alpha", tun.wals_alpha, lambda v: v >= 0, ">= 0")):
+        bad = [v for v in values if not ok(v)]
+        need(not bad, f"tuning.{key} values must be {rule}, got {bad[0] if bad else None}")
     need(rec.top_k >= 1, f"recommend.top_k must be >= 1, got {rec.top_k}")
     need(rec.min_item_ratings >= 0,
          f"recommend.min_item_ratings must be >= 0, got {rec.min_item_ratings}")

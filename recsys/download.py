@@ -39,10 +39,12 @@ KNOWN_ARCHIVES = {
 
 @dataclass(frozen=True)
 class Fetched:
-    """Local paths of the extracted ratings and movies files."""
+    """Local paths of the extracted ratings and movies files (None: the archive's layout is not
+    known, the config names them) and of the extraction folder."""
 
-    ratings: str
+    ratings: Optional[str]
     movies: Optional[str]
+    folder: Optional[str] = None
 
 
 def fetch(fmt: str, *, cache_dir: str, url: Optional[str] = None, md5: Optional[str] = None,
@@ -61,12 +63,12 @@ def fetch(fmt: str, *, cache_dir: str, url: Optional[str] = None, md5: Optional[
     extracted = archive + ".d"
     if not os.path.isdir(extracted):
         _extract(archive, extracted)
-    ratings_member = known.ratings if known else None
-    movies_member = known.movies if known else None
-    if ratings_member is None:
-        raise InputError(f"{url}: unknown archive layout; set source.ratings and source.movies")
-    return Fetched(ratings=os.path.join(extracted, ratings_member),
-                   movies=os.path.join(extracted, movies_member) if movies_member else None)
+    if known is None:
+        # An archive of another layout: the files inside are named by source.ratings and
+        # source.movies (relative to the extracted folder), see readers.resolve_files.
+        return Fetched(ratings=None, movies=None, folder=extracted)
+    return Fetched(ratings=os.path.join(extracted, known.ratings),
+                   movies=os.path.join(extracted, known.movies), folder=extracted)
 
 
 def file_md5(path: str) -> str:

@@ -2,9 +2,11 @@
 
 Rules applied here (per-line syntax was checked by the reader):
 - a rating outside ``[rating_min, rating_max]`` is rejected;
-- of several rows for one (user, item) pair the latest by timestamp is kept (the later line on a
-  tie) and the others are rejected, naming the line that was kept;
-- a movie id seen twice keeps its first line.
+- of several rows for one (user, item) pair the latest by timestamp is kept and the others are
+  rejected, naming the line that was kept. On a tie the later line wins: across the files of a
+  sharded source, the file whose full name sorts last, then the later line in it;
+- a movie id seen twice keeps its first line (the file whose name sorts first, then the first
+  line in it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ class RejectStats:
     rejected_rows: int
     first_bad_line: Optional[int] = None
     first_bad_reason: Optional[str] = None
+    first_bad_file: Optional[str] = None
+
+    @property
+    def first_bad(self) -> str:
+        """``line N`` of the first bad line, naming its file when the source has several."""
+        if self.first_bad_file is None or self.first_bad_file == self.source_file:
+            return f"line {self.first_bad_line}"
+        return f"line {self.first_bad_line} of {self.first_bad_file}"
 
     @property
     def rejected_fraction(self) -> float:
@@ -60,28 +70,31 @@ def classify_ratings(parsed: DataFrame, ingest: IngestConfig) -> DataFrame:
     rows = parsed.withColumn("reason", scale_reason)
     good, bad = rows.where(F.col("reason").isNull()), rows.where(F.col("reason").isNotNull())
     latest_first = Window.partitionBy("user_id", "item_id").orderBy(
-        F.col("timestamp_seconds").desc_nulls_last(), F.col("line_number").desc())
-    ranked = (good.withColumn("_rank", F.row_number().over(latest_first))
-                  .withColumn("_kept_line", F.first("line_number").over(latest_first)))
-    deduped = ranked.withColumn("reason", F.when(
-        F.col("_rank") > 1,
-        F.format_string("duplicate (user_id, item_id) pair: line %d is kept (latest timestamp)",
-                        F.col("_kept_line")),
-    )).drop("_rank", "_kept_line")
-    return deduped.unionByName(bad)
+        F.col("timestamp_seconds").desc_nulls_last(), F.col("source_file").desc(),
+        F.col("line_number").desc())
+    return _keep_first(good, latest_first, "duplicate (user_id, item_id) pair",
+                       " (latest timestamp)").unionByName(bad)
+
+
+def _keep_first(good: DataFrame, order: Window, what: str, why: str) -> DataFrame:
+    """Rows ranked by ``order``: the first keeps a NULL reason, the others are rejected naming
+    its line (and its file when it is another file)."""
+    ranked = (good.withColumn("_rank", F.row_number().over(order))
+                  .withColumn("_kept_line", F.first("line_number").over(order))
+                  .withColumn("_kept_file", F.first("source_file").over(order)))
+    same_file = F.coalesce(F.col("_kept_file") == F.col("source_file"), F.lit(True))
+    kept = F.when(same_file, F.format_string("line %d", F.col("_kept_line"))).otherwise(
+        F.format_string("line %d of %s", F.col("_kept_line"), F.col("_kept_file")))
+    return ranked.withColumn("reason", F.when(
+        F.col("_rank") > 1, F.concat(F.lit(f"{what}: "), kept, F.lit(f" is kept{why}")),
+    )).drop("_rank", "_kept_line", "_kept_file")
 
 
 def classify_movies(parsed: DataFrame) -> DataFrame:
     """Add the final ``reason`` to parsed movies: a repeated movie id keeps its first line."""
     good, bad = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
-    first_line = Window.partitionBy("movie_id").orderBy("line_number")
-    ranked = (good.withColumn("_rank", F.row_number().over(first_line))
-                  .withColumn("_kept_line", F.first("line_number").over(first_line)))
-    deduped = ranked.withColumn("reason", F.when(
-        F.col("_rank") > 1,
-        F.format_string("duplicate movie_id: line %d is kept", F.col("_kept_line")),
-    )).drop("_rank", "_kept_line")
-    return deduped.unionByName(bad)
+    first_line = Window.partitionBy("movie_id").orderBy("source_file", "line_number")
+    return _keep_first(good, first_line, "duplicate movie_id", "").unionByName(bad)
 
 
 def ratings_table(classified: DataFrame) -> DataFrame:
@@ -100,13 +113,12 @@ def movies_table(classified: DataFrame) -> DataFrame:
     return kept.select("movie_id", "movie_title", "genre").orderBy("movie_id")
 
 
-def rejected_table(classified: DataFrame, source_file: str) -> DataFrame:
-    """Rejected rows in REJECTED_SCHEMA, in line order."""
+def rejected_table(classified: DataFrame) -> DataFrame:
+    """Rejected rows in REJECTED_SCHEMA, in file and line order; each names its own file."""
     bad = classified.where(F.col("reason").isNotNull())
     return bad.select(
-        F.col("raw"), F.lit(source_file).alias("source_file"), F.col("line_number"),
-        F.col("reason"),
-    ).orderBy("line_number")
+        F.col("raw"), F.col("source_file"), F.col("line_number"), F.col("reason"),
+    ).orderBy("source_file", "line_number")
 
 
 def reject_stats(classified: DataFrame, source_file: str) -> RejectStats:
@@ -114,14 +126,16 @@ def reject_stats(classified: DataFrame, source_file: str) -> RejectStats:
     row = classified.agg(
         F.count(F.lit(1)).alias("total"),
         F.count("reason").alias("rejected"),
-        F.min_by(F.struct("line_number", "reason"),
-                 F.when(F.col("reason").isNotNull(), F.col("line_number"))).alias("first_bad"),
+        F.min_by(F.struct("line_number", "reason", "source_file"),
+                 F.when(F.col("reason").isNotNull(), F.struct("source_file", "line_number"))
+                 ).alias("first_bad"),
     ).head()
     first = row["first_bad"]
     return RejectStats(
         source_file=source_file, total_rows=row["total"], rejected_rows=row["rejected"],
         first_bad_line=first["line_number"] if first and first["reason"] else None,
         first_bad_reason=first["reason"] if first else None,
+        first_bad_file=first["source_file"] if first and first["reason"] else None,
     )
 
 
@@ -130,7 +144,7 @@ def check_rejects(stats: RejectStats, max_fraction: float, what: str) -> None:
     if stats.total_rows == 0:
         raise InputError(f"{stats.source_file}: no {what} rows (the file is empty or only a header)")
     if stats.total_rows == stats.rejected_rows:
-        detail = (f"; line {stats.first_bad_line}: {stats.first_bad_reason}"
+        detail = (f"; {stats.first_bad}: {stats.first_bad_reason}"
                   if stats.first_bad_line else "")
         raise InputError(f"{stats.source_file}: no valid {what} rows "
                          f"({stats.rejected_rows} rejected){detail}")
@@ -138,7 +152,7 @@ def check_rejects(stats: RejectStats, max_fraction: float, what: str) -> None:
         raise InputError(
             f"{stats.source_file}: {stats.rejected_rows} of {stats.total_rows} {what} rows rejected "
             f"({stats.rejected_fraction:.2%} > ingest.max_reject_fraction {max_fraction:.2%}); "
-            f"first bad line {stats.first_bad_line}: {stats.first_bad_reason}")
+            f"first bad {stats.first_bad}: {stats.first_bad_reason}")
 
 
 def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
@@ -147,24 +161,23 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
 
     ``table_reader`` reads table sources (BigQuery tables or queries).
     """
-    files = readers.resolve_files(source)
+    files = readers.resolve_files(source, spark)
     classified = classify_ratings(
         readers.read_ratings(spark, source, files.ratings, table_reader), ingest_cfg)
     classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
-    ratings_stats = reject_stats(classified, files.ratings)
+    ratings_stats = reject_stats(classified, files.ratings_label)
     movies = movies_rejected = movies_stats = None
     if files.movies is not None:
         movies_classified = classify_movies(
             readers.read_movies(spark, source, files.movies, table_reader)).cache()
-        movies_stats = reject_stats(movies_classified, files.movies)
+        movies_stats = reject_stats(movies_classified, files.movies_label)
         movies = movies_table(movies_classified)
-        movies_rejected = rejected_table(movies_classified, files.movies)
+        movies_rejected = rejected_table(movies_classified)
     return IngestResult(
         ratings=ratings_table(classified),
         movies=movies,
-        ratings_rejected=rejected_table(classified, files.ratings),
+        ratings_rejected=rejected_table(classified),
         movies_rejected=movies_rejected,
         ratings_stats=ratings_stats,
         movies_stats=movies_stats,
     )
-

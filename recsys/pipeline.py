@@ -6,6 +6,7 @@ configured sink, and returns a ``Report`` for the job runner to print.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from recsys import tuning as tuning_stage
 from recsys import weights as weights_stage
 from recsys.config import Config
 from recsys.errors import ConfigError, InputError
-from recsys.sinks import make_sink, resolve_table
+from recsys.sinks import job_unit, make_sink, resolve_table
 
 SAMPLE_USERS = 3
 
@@ -88,8 +89,21 @@ def _progress(text: str) -> None:
     print(f"recsys {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
+def _as_run(job: str):
+    """Run the job as one unit of the warehouse (``recsys.runs``), or inside the unit already
+    open (the pipeline's, or the job runner's)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(spark, cfg, *args, **kwargs):
+            with job_unit(cfg, job):
+                return fn(spark, cfg, *args, **kwargs)
+        return run
+    return wrap
+
+
 # --- ingest ------------------------------------------------------------------------------------
 
+@_as_run("ingest")
 def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
     """Read the source, write ratings/movies and their rejects; fail over the reject threshold."""
     report = report or Report("ingest")
@@ -102,10 +116,15 @@ def run_ingest(spark: SparkSession, cfg: Config, report: Optional[Report] = None
         if result.movies_rejected is not None:
             report.tables[schemas.MOVIES_REJECTED] = _write(
                 report, sink, schemas.MOVIES_REJECTED, result.movies_rejected)
-        ingest_stage.check_rejects(result.ratings_stats, cfg.ingest.max_reject_fraction, "ratings")
-        if result.movies_stats is not None:
-            ingest_stage.check_rejects(result.movies_stats, cfg.ingest.max_reject_fraction,
-                                       "movies")
+        for stats, what, table in ((result.ratings_stats, "ratings", schemas.RATINGS_REJECTED),
+                                   (result.movies_stats, "movies", schemas.MOVIES_REJECTED)):
+            if stats is None:
+                continue
+            try:
+                ingest_stage.check_rejects(stats, cfg.ingest.max_reject_fraction, what)
+            except InputError as exc:
+                # The failed run publishes nothing: say where its rejects are kept.
+                raise InputError(f"{exc}; rejected rows in {report.tables[table]}") from None
         report.tables[schemas.RATINGS] = _write(report, sink, schemas.RATINGS, result.ratings)
         if result.movies is not None:
             report.tables[schemas.MOVIES] = _write(report, sink, schemas.MOVIES, result.movies)
@@ -131,6 +150,7 @@ def _table_reader(spark: SparkSession, cfg: Config):
 
 # --- train -------------------------------------------------------------------------------------
 
+@_as_run("train")
 def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None) -> Report:
     """CREATE MODEL: split, fit, record training-time metrics, save the model and write
     ``training_info`` (ML.TRAINING_INFO), ``weights`` (ML.WEIGHTS) and ``embeddings``
@@ -231,6 +251,7 @@ def _load_model(spark: SparkSession, sink, cfg: Config) -> model_stage.TrainedMo
 
 # --- evaluate ----------------------------------------------------------------------------------
 
+@_as_run("evaluate")
 def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
                  trained: Optional[model_stage.TrainedModel] = None) -> Report:
     """ML.EVALUATE: metrics on ``evaluate.input``, or the training-time metrics without one."""
@@ -260,6 +281,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, report: Optional[Report] = No
 
 # --- recommend ---------------------------------------------------------------------------------
 
+@_as_run("recommend")
 def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
                   trained: Optional[model_stage.TrainedModel] = None) -> Report:
     """ML.RECOMMEND into ``recommend`` and the top-k table ``recommend_top5``."""
@@ -318,6 +340,7 @@ def _clip(text: str, width: int) -> str:
 
 # --- pipeline ----------------------------------------------------------------------------------
 
+@_as_run("pipeline")
 def run_pipeline(spark: SparkSession, cfg: Config) -> Report:
     """ingest -> train -> evaluate -> recommend + top-k, in one Spark application."""
     report = Report("pipeline")

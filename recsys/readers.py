@@ -12,11 +12,12 @@ Movies files are small and parsed in Python.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -30,6 +31,7 @@ _META_FIELDS = [
     StructField("line_number", LongType(), True),
     StructField("raw", StringType(), True),
     StructField("reason", StringType(), True),
+    StructField("source_file", StringType(), True),
 ]
 PARSED_RATINGS_SCHEMA = StructType([
     StructField("user_id", LongType(), True),
@@ -48,83 +50,212 @@ PARSED_MOVIES_SCHEMA = StructType([
 
 @dataclass(frozen=True)
 class SourceFiles:
-    """Resolved paths of the ratings and (optional) movies files."""
+    """Resolved ratings and (optional) movies files: every file of a folder, glob or list, in
+    the order read (the list's order; each folder's or glob's files sorted by path), and the
+    source as configured (for messages). For a BigQuery source, the one table id or query."""
 
-    ratings: str
-    movies: Optional[str]
+    ratings: List[str]
+    movies: Optional[List[str]]
+    ratings_label: str = ""
+    movies_label: Optional[str] = None
 
 
-def resolve_files(source: SourceConfig) -> SourceFiles:
-    """Apply the download (if configured) and check that local files exist."""
+def resolve_files(source: SourceConfig, spark: Optional[SparkSession] = None) -> SourceFiles:
+    """Apply the download (if configured) and expand each of ``source.ratings`` and
+    ``source.movies`` (a file, a folder, a glob, or a list of those) into its files.
+
+    Local paths are listed here; other Hadoop URIs (``gs://``, ``hdfs://``) through Hadoop's
+    FileSystem in the JVM (``spark`` needed). Hidden files (``_SUCCESS``, ``.crc``: names
+    starting with ``_`` or ``.``) are skipped, as Spark does. Each entry must give a file.
+    """
     ratings, movies = source.ratings, source.movies
     if source.download:
         fetched = download.fetch(source.format, cache_dir=source.cache_dir, url=source.url,
                                  md5=source.md5)
-        ratings = ratings or fetched.ratings
-        movies = movies or fetched.movies
+        ratings = _inside(fetched.folder, ratings) or fetched.ratings
+        movies = _inside(fetched.folder, movies) or fetched.movies
+        if ratings is None:
+            raise InputError(f"{source.url}: the archive's layout is not known for format "
+                             f"{source.format!r}: set source.ratings (a path inside it)")
     assert ratings is not None  # guaranteed by config validation
-    checked = []
-    for label, path in (("source.ratings", ratings), ("source.movies", movies)):
-        if path is not None and source.format != "bigquery" and _is_local(path):
-            local = os.path.abspath(_local_path(path))
-            if not os.path.isfile(local):
-                raise InputError(f"{label}: file not found: {path}")
-            if not os.access(local, os.R_OK):
-                raise InputError(f"{label}: file not readable: {path}")
-            path = local
-        checked.append(path)
-    return SourceFiles(ratings=checked[0], movies=checked[1])
+    resolved = []
+    for label, spec in (("source.ratings", ratings), ("source.movies", movies)):
+        if spec is None:
+            resolved.append((None, None))
+        elif source.format == "bigquery":
+            resolved.append(([spec] if isinstance(spec, str) else list(spec), _label(spec)))
+        else:
+            files: List[str] = []
+            for entry in entries(spec):
+                files += [f for f in _expand(label, entry, spark) if f not in files]
+            resolved.append((files, _label(spec)))
+    (r_files, r_label), (m_files, m_label) = resolved
+    return SourceFiles(ratings=r_files, movies=m_files, ratings_label=r_label,
+                       movies_label=m_label)
+
+
+def entries(spec: Union[str, Sequence[str]]) -> List[str]:
+    """The entries of a ``source.ratings``-like value: one path, or each of a list."""
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def _label(spec: Union[str, Sequence[str]]) -> str:
+    items = entries(spec)
+    if len(items) == 1 and _is_local(items[0]) and not _has_glob(items[0]) \
+            and os.path.isfile(_local_path(items[0])):
+        return os.path.abspath(_local_path(items[0]))
+    return ", ".join(items)
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+def _expand(label: str, entry: str, spark: Optional[SparkSession]) -> List[str]:
+    if not _is_local(entry):
+        return _expand_hadoop(label, entry, spark)
+    local = os.path.abspath(_local_path(entry))
+    if _has_glob(entry):
+        matches = sorted(glob.glob(local, recursive=True))
+        files = [m for m in matches if os.path.isfile(m) and not _hidden(os.path.basename(m))]
+        folders = [m for m in matches if os.path.isdir(m)]
+        for folder in folders:
+            files += _folder_files(folder)
+        if not files:
+            raise InputError(f"{label}: no file matches {entry}")
+        files = sorted(dict.fromkeys(files))
+    elif os.path.isdir(local):
+        files = _folder_files(local)
+        if not files:
+            raise InputError(f"{label}: folder has no data files: {entry}")
+    elif os.path.isfile(local):
+        files = [local]
+    else:
+        raise InputError(f"{label}: file not found: {entry}")
+    for path in files:
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{label}: file not readable: {path}")
+    return files
+
+
+def _folder_files(folder: str) -> List[str]:
+    """Every non-hidden file below ``folder`` (hidden folders skipped), sorted by path."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        found += [os.path.join(root, n) for n in names if not _hidden(n)]
+    return sorted(found)
+
+
+def _expand_hadoop(label: str, entry: str, spark: Optional[SparkSession]) -> List[str]:
+    """Files of a Hadoop URI (a file, folder or glob), listed by Hadoop's FileSystem."""
+    if spark is None:
+        return [entry]  # listed when read; only config-time checks get here without Spark
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(entry)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    statuses = fs.globStatus(hadoop_path)
+    files: List[str] = []
+    for status in (statuses or []):
+        if status.isDirectory():
+            listing = fs.listFiles(status.getPath(), True)
+            while listing.hasNext():
+                child = listing.next().getPath()
+                relative = child.toString()[len(status.getPath().toString()):].split("/")
+                if not any(_hidden(part) for part in relative if part):
+                    files.append(child.toString())
+        elif not _hidden(status.getPath().getName()):
+            files.append(status.getPath().toString())
+    if not files:
+        raise InputError(f"{label}: {'no file matches' if _has_glob(entry) else 'file not found:'}"
+                         f" {entry}")
+    return sorted(dict.fromkeys(files))
+
+
+def _inside(folder: Optional[str], path: Optional[str]) -> Optional[str]:
+    """A relative ``path`` found inside the extracted archive ``folder``, else ``path``."""
+    if path is None or folder is None or os.path.isabs(path) or "://" in path:
+        return path
+    candidate = os.path.join(folder, path)
+    return candidate if os.path.exists(candidate) else path
 
 
 TableReader = Callable[[str], DataFrame]
 
 
-def read_ratings(spark: SparkSession, source: SourceConfig, path: str,
+def read_ratings(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
                  table_reader: Optional[TableReader] = None) -> DataFrame:
-    """Parse a ratings file (or table) into PARSED_RATINGS_SCHEMA rows (good and bad).
+    """Parse ratings files (or a table) into PARSED_RATINGS_SCHEMA rows (good and bad).
 
-    ``table_reader`` turns a table reference into a DataFrame for table sources (BigQuery).
+    ``path``: one file or a list of files (``resolve_files``); every file is numbered from line
+    1 and recognises its own header. ``table_reader`` reads table sources (BigQuery).
     """
+    files = entries(path)
     cols = source.rating_columns
     columns = (cols.user, cols.item, cols.rating, cols.timestamp)
     if source.format in ("parquet", "bigquery"):
-        table = _table(spark, source, path, table_reader)
-        return _parse_table(spark, table, path, columns, formats._mapped_rating,
+        return _parse_table(spark, source, files, table_reader, columns, formats._mapped_rating,
                             PARSED_RATINGS_SCHEMA)
     header = ()
-    if source.format == "csv":  # the header names the columns: Hadoop's first line of the file
-        header = _header(spark.sparkContext.textFile(path).take(1), source, path)
-    parser = _parser_or_fail(formats.ratings_parser, source, header, columns, path)
-    return _parse_ratings_text(spark, path, parser, _layout(source, parser, columns))
+    if source.format == "csv":  # the header names the columns: each file's first line
+        header = _shared_header(
+            [(f, spark.sparkContext.textFile(_hadoop_name(f)).take(1)) for f in files], source)
+    parser = _parser_or_fail(formats.ratings_parser, source, header, columns, files[0])
+    return _parse_ratings_text(spark, files, parser, _layout(source, parser, columns))
 
 
-def read_movies(spark: SparkSession, source: SourceConfig, path: str,
+def read_movies(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
                 table_reader: Optional[TableReader] = None) -> DataFrame:
-    """Parse a movies file (or table) into PARSED_MOVIES_SCHEMA rows (good and bad)."""
+    """Parse movies files (or a table) into PARSED_MOVIES_SCHEMA rows (good and bad)."""
+    files = entries(path)
     cols = source.movie_columns
     columns = (cols.movie_id, cols.title, cols.genre)
     if source.format in ("parquet", "bigquery"):
-        table = _table(spark, source, path, table_reader)
-        return _parse_table(spark, table, path, columns, formats._mapped_movie,
+        return _parse_table(spark, source, files, table_reader, columns, formats._mapped_movie,
                             PARSED_MOVIES_SCHEMA)
     encoding = source.encoding or formats.MOVIES_ENCODING[source.format]
-    lines = _small_text_lines(spark, path, encoding)
-    first = [line for line, _ in lines.take(1)]
-    header = _header(first, source, path) if source.format == "csv" else ()
-    parser = _parser_or_fail(formats.movies_parser, source, header, columns, path)
-    return _parse(spark, lines, parser, PARSED_MOVIES_SCHEMA)
+    contents = _file_contents(spark, files)
+    header = ()
+    if source.format == "csv":
+        header = _shared_header([(f, [line for line, _ in _decode_lines(data, encoding)][:1])
+                                 for f, data in contents], source)
+    parser = _parser_or_fail(formats.movies_parser, source, header, columns, files[0])
+    lines = [(line, index, f) for f, data in contents for line, index in _decode_lines(data, encoding)]
+    return _parse(spark, spark.sparkContext.parallelize(lines, numSlices=1), parser,
+                  PARSED_MOVIES_SCHEMA)
 
 
 # --- lines -------------------------------------------------------------------------------------
 
-def _text_lines(spark: SparkSession, path: str) -> DataFrame:
-    """``value`` of each line of a UTF-8/ASCII text file, with ``_file`` and ``_start``, the
-    file and start of the split it was read from (for ``_numbered``).
+def _hadoop_name(path: str) -> str:
+    """A resolved file as Spark is given it (local files as they are)."""
+    return path
+
+
+def _text_lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    """``value`` of each line of UTF-8/ASCII text files, with ``_file`` and ``_start``, the
+    file and start of the split it was read from (for ``_numbered``), and ``source_file``.
 
     Hadoop's line reader ends lines at LF, CRLF or CR; bytes that are not UTF-8 read as U+FFFD.
     """
-    return spark.read.text(path).select("value", F.col("_metadata.file_path").alias("_file"),
-                                        F.col("_metadata.file_block_start").alias("_start"))
+    lines = spark.read.text([_hadoop_name(p) for p in entries(paths)]).select(
+        "value", F.col("_metadata.file_path").alias("_file"),
+        F.col("_metadata.file_block_start").alias("_start"))
+    return lines.withColumn("source_file", display_file_column("_file"))
+
+
+def display_file_column(name: str) -> Column:
+    """The file a row came from, as ``resolve_files`` names it, from column ``name`` holding
+    Spark's ``_metadata.file_path`` (or binaryFile's ``path``): a URI with %-escapes
+    (``file:/data/my%20ratings.csv``) becomes the plain name (``/data/my ratings.csv``; other
+    schemes keep theirs). ``+`` is literal in those URIs and would decode to a space, so it is
+    escaped first. (url_decode through SQL: its Python wrapper is newer than Spark 3.5.)"""
+    return F.regexp_replace(
+        F.expr(f"url_decode(regexp_replace(`{name}`, '[+]', '%2B'))"), "^file:(//(?=/))?", "")
 
 
 def _numbered(lines: DataFrame) -> DataFrame:
@@ -149,15 +280,16 @@ def _numbered(lines: DataFrame) -> DataFrame:
                  .drop("_file", "_start", "_id", "_offset"))
 
 
-def _small_text_lines(spark: SparkSession, path: str, encoding: str):
-    """(line, 0-based index) pairs of a small file in any encoding (movies files).
+def _file_contents(spark: SparkSession, files: Sequence[str]) -> List[Tuple[str, bytes]]:
+    """(file, bytes) of small files (movies), in the order of ``files``.
 
-    The file is read whole as bytes so that Latin-1 survives; undecodable lines are kept as
-    ``(None, index, raw)`` markers and rejected by ``_parse``.
+    Files are read whole as bytes so that Latin-1 survives; undecodable lines are kept as
+    ``_Undecodable`` markers and rejected by ``_parse``.
     """
-    content = (spark.read.format("binaryFile").load(path).select("content").head())[0]
-    return spark.sparkContext.parallelize(
-        list(_decode_lines(bytes(content), encoding)), numSlices=1)
+    rows = (spark.read.format("binaryFile").load([_hadoop_name(f) for f in files])
+            .select(display_file_column("path").alias("file"), "content").collect())
+    by_file = {row.file: bytes(row.content) for row in rows}
+    return [(f, by_file.get(f, b"")) for f in files]
 
 
 def _decode_lines(content: bytes, encoding: str) -> Iterator[Tuple[object, int]]:
@@ -189,6 +321,19 @@ def _header(first: list, source: SourceConfig, path: str) -> Tuple[str, ...]:
         raise InputError(f"{path}: line 1: {exc}") from None
 
 
+def _shared_header(firsts: Sequence[Tuple[str, list]], source: SourceConfig) -> Tuple[str, ...]:
+    """The header of every file (each file's first line in a list): shards of one table must
+    all start with the same header, which is then recognised (and skipped) in each of them."""
+    first_file, first = firsts[0]
+    header = _header(first, source, first_file)
+    for path, line in firsts[1:]:
+        other = _header(line, source, path)
+        if tuple(h.strip() for h in other) != tuple(h.strip() for h in header):
+            raise InputError(f"{path}: line 1: header {','.join(other)!r} differs from the "
+                             f"header of {first_file} ({','.join(header)!r})")
+    return header
+
+
 def _parser_or_fail(factory, source: SourceConfig, header, columns, path: str):
     try:
         return factory(source.format, delimiter=source.delimiter, header=header, columns=columns)
@@ -200,30 +345,33 @@ def _strip_bom(line: str) -> str:
     return line[1:] if line.startswith("\ufeff") else line
 
 
-def _parse_line(parser: formats.LineParser, width: int, line, index: int) -> Optional[tuple]:
-    """One line as a row of ``width`` values plus line number, text and reason; None for the
-    header line at the top of the file."""
+def _parse_line(parser: formats.LineParser, width: int, line, index: int,
+                source_file: Optional[str] = None) -> Optional[tuple]:
+    """One line as a row of ``width`` values plus line number, text, reason and file; None for
+    the header line at the top of the file."""
     number = index + 1
     empty = (None,) * width
     if isinstance(line, _Undecodable):
-        return empty + (number, line.text, f"undecodable bytes (not {line.encoding})")
+        return empty + (number, line.text, f"undecodable bytes (not {line.encoding})",
+                        source_file)
     if index == 0:
         line = _strip_bom(line)
         if parser.header and parser.is_header(line):
             return None
     if "\ufffd" in line:
-        return empty + (number, line, "undecodable bytes (not UTF-8)")
+        return empty + (number, line, "undecodable bytes (not UTF-8)", source_file)
     try:
         # Good rows keep their text too: a duplicate is only found later, by ingest.
-        return parser.parse(line) + (number, line, None)
+        return parser.parse(line) + (number, line, None, source_file)
     except formats.BadRow as exc:
-        return empty + (number, line, str(exc))
+        return empty + (number, line, str(exc), source_file)
 
 
 def _parse(spark: SparkSession, lines, parser: formats.LineParser, schema: StructType
            ) -> DataFrame:
+    """Rows of ``lines``, an RDD of (line, 0-based index, file)."""
     width = len(schema.fields) - len(_META_FIELDS)
-    rows = (lines.map(lambda pair: _parse_line(parser, width, *pair))
+    rows = (lines.map(lambda triple: _parse_line(parser, width, *triple))
                  .filter(lambda row: row is not None))
     return spark.createDataFrame(rows, schema)
 
@@ -287,11 +435,11 @@ def _java_literal(text: str) -> str:
     return "".join(f"\\x{{{ord(c):X}}}" for c in text)
 
 
-def _parse_ratings_text(spark: SparkSession, path: str, parser: formats.LineParser,
+def _parse_ratings_text(spark: SparkSession, paths: Sequence[str], parser: formats.LineParser,
                         layout: _Layout) -> DataFrame:
-    """PARSED_RATINGS_SCHEMA rows of a text file, parsed in SQL but for the lines that are not
+    """PARSED_RATINGS_SCHEMA rows of text files, parsed in SQL but for the lines that are not
     plain text (or have an ISO-8601 timestamp), which are parsed in Python."""
-    lines = _numbered(_sql_ratings(_text_lines(spark, path), layout))
+    lines = _numbered(_sql_ratings(_text_lines(spark, paths), layout))
     # The header line at the top of the file is no row at all (as in _parse_line).
     top_header = (F.col("line_number") == 1) & F.col("_is_header")
     sql_rows = lines.where(~F.col("_python") & ~top_header)
@@ -357,7 +505,8 @@ def _sql_ratings(lines: DataFrame, layout: _Layout) -> DataFrame:
           for i, name in enumerate(("user_id", "item_id", "rating"))],
         F.when(simple, fast[3]).when(good & (value[3] != ""), number[3])
          .alias("timestamp_seconds"),
-        F.col("value").alias("raw"), "reason", "_python", "_is_header", "value", "_file", "_start")
+        F.col("value").alias("raw"), "reason", "_python", "_is_header", "value", "_file", "_start",
+        "source_file")
 
 
 def _strip(text: Column) -> Column:
@@ -396,48 +545,55 @@ def _python_ratings(lines: DataFrame, parser: formats.LineParser) -> DataFrame:
     width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
     # Pickled rather than Arrow input: the UDF gets Java's decoding of the line (U+FFFD for
     # bytes that are not UTF-8), as the line parsers expect.
-    parse = F.udf(lambda line, number: _parse_line(parser, width, line, number - 1),
+    parse = F.udf(lambda line, number, file: _parse_line(parser, width, line, number - 1, file),
                   PARSED_RATINGS_SCHEMA, useArrow=False)
     parse = parse.asNondeterministic()  # or the optimizer runs it again for the filter below
-    return (lines.select(parse("value", "line_number").alias("_row"))
+    return (lines.select(parse("value", "line_number", "source_file").alias("_row"))
                  .where(F.col("_row").isNotNull()).select("_row.*"))
 
 
-def _table(spark: SparkSession, source: SourceConfig, path: str,
-           table_reader: Optional[TableReader]) -> DataFrame:
-    if source.format == "parquet":
-        return spark.read.parquet(path)
-    assert table_reader is not None, "a BigQuery source needs a table reader"
-    return table_reader(path)
-
-
-def _parse_table(spark: SparkSession, table: DataFrame, path: str,
-                 columns: Sequence[Optional[str]],
+def _parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str],
+                 table_reader: Optional[TableReader], columns: Sequence[Optional[str]],
                  convert: Callable[[Sequence[Optional[str]]], tuple],
                  schema: StructType) -> DataFrame:
-    """Validate a typed table's rows with the same rules as text lines; the line number is the
-    row's position as read (1-based) and ``raw`` the row's values as JSON."""
+    """Validate a typed table's rows with the same rules as text lines; ``raw`` is the row's
+    values as JSON. Parquet files: the line number is the row's position in its file (1-based)
+    and ``source_file`` the file; a BigQuery table or query: the position as read, and the
+    reference."""
+    if source.format == "parquet":
+        table = spark.read.parquet(*[_hadoop_name(f) for f in files])
+        label = ", ".join(files)
+    else:
+        assert table_reader is not None, "a BigQuery source needs a table reader"
+        (label,) = files
+        table = table_reader(label)
     missing = [c for c in columns if c is not None and c not in table.columns]
     if missing:
-        raise InputError(f"{path}: no column {missing[0]!r} (columns: {', '.join(table.columns)})")
-    picked = table.select([F.col(c).cast("string") if c else F.lit(None).cast("string")
-                           for c in columns])
+        raise InputError(f"{label}: no column {missing[0]!r} (columns: {', '.join(table.columns)})")
+    picked = [F.col(c).cast("string") if c else F.lit(None).cast("string") for c in columns]
     width = len(schema.fields) - len(_META_FIELDS)
     names = [c or "" for c in columns]
 
-    def parse_row(pair) -> tuple:
-        row, index = pair
-        values = list(row)
+    def parse_row(values: list, number: int, file: str) -> tuple:
         # Every mapped column but the last (timestamp, genre) is required.
         raw = json.dumps(dict(zip(names, values)))
         if any(v is None for v, c in zip(values[:-1], columns[:-1]) if c is not None):
-            return (None,) * width + (index + 1, raw, "NULL in a required column")
+            return (None,) * width + (number, raw, "NULL in a required column", file)
         try:
-            return convert(values) + (index + 1, raw, None)
+            return convert(values) + (number, raw, None, file)
         except formats.BadRow as exc:
-            return (None,) * width + (index + 1, raw, str(exc))
+            return (None,) * width + (number, raw, str(exc), file)
 
-    return spark.createDataFrame(picked.rdd.zipWithIndex().map(parse_row), schema)
+    if source.format == "parquet":
+        rows = _numbered(table.select(
+            F.struct(*picked).alias("_v"), F.col("_metadata.file_path").alias("_file"),
+            F.col("_metadata.file_block_start").alias("_start")).withColumn(
+                "source_file", display_file_column("_file")))
+        parsed = rows.rdd.map(lambda r: parse_row(list(r._v), r.line_number, r.source_file))
+    else:
+        parsed = table.select(*picked).rdd.zipWithIndex().map(
+            lambda pair: parse_row(list(pair[0]), pair[1] + 1, label))
+    return spark.createDataFrame(parsed, schema)
 
 
 # --- paths -------------------------------------------------------------------------------------

@@ -33,6 +33,31 @@ DEFAULT_CONF = {
 JVM_OPTIONS = "-XX:-DontCompileHugeMethods"
 JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
+# Driver settings read only when the driver JVM is launched. Under spark-submit (and on Dataproc)
+# that JVM already runs when the builder is called, so they must be given to spark-submit
+# (--driver-memory, --conf/--properties) or as batch properties; the builder cannot apply them.
+LAUNCH_ONLY_KEYS = ("spark.driver.memory", "spark.driver.cores", "spark.driver.extraJavaOptions",
+                    "spark.driver.extraClassPath", "spark.driver.extraLibraryPath")
+
+
+def ignored_launch_settings(user_conf: Mapping[str, str], jvm_running: bool) -> list:
+    """The keys of ``spark.conf`` that cannot take effect because the driver JVM already runs.
+
+    >>> ignored_launch_settings({"spark.driver.memory": "8g", "spark.sql.shuffle.partitions": "4"}, True)
+    ['spark.driver.memory']
+    >>> ignored_launch_settings({"spark.driver.memory": "8g"}, False)
+    []
+    """
+    return [key for key in user_conf if key in LAUNCH_ONLY_KEYS] if jvm_running else []
+
+
+def _driver_jvm_running() -> bool:
+    """True under spark-submit (the JVM started Python) or when this process already has one."""
+    from pyspark import SparkContext
+
+    return "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._gateway is not None
+
+
 # spark-bigquery-connector per Spark line, pinned. Dataproc images and Serverless runtimes ship
 # their own copy, which "auto" uses instead (see connector_conf).
 CONNECTORS = {
@@ -90,6 +115,13 @@ def build_session(spark_cfg: Optional[SparkConfig] = None,
     conf = dict(DEFAULT_CONF)
     conf.update(spark_cfg.conf)
     conf.update(extra_conf or {})
+    ignored = ignored_launch_settings(spark_cfg.conf, _driver_jvm_running())
+    if ignored:
+        print(f"recsys: warning: {', '.join(ignored)} in spark.conf cannot take effect: the "
+              f"driver JVM is already running; pass it to spark-submit (--driver-memory, "
+              f"--conf) or as a batch property", file=sys.stderr, flush=True)
+    # Appended for both sides; the driver's copy only takes effect when this call launches the
+    # JVM (plain python): under spark-submit pass it as spark.driver.extraJavaOptions there.
     for key in JAVA_OPTION_KEYS:
         if JVM_OPTIONS not in conf.get(key, ""):
             conf[key] = f"{conf.get(key, '')} {JVM_OPTIONS}".strip()

@@ -1,29 +1,27 @@
 """Table sinks: the only code that writes output tables.
 
-``LocalWarehouse`` keeps each table as Parquet under ``<path>/<dataset>/<table>``. That name is a
-symbolic link to an immutable version folder, ``<dataset>/.versions/<table>/<version>``; a write
-fills a new version folder and then swaps the link with one atomic ``rename``. A run that fails or
-is killed mid-write leaves the previous table in place and readable; its partial folder is removed
-by the next write. The previous version is kept so a reader that opened it can finish.
+``LocalWarehouse`` keeps each table as Parquet under ``<path>/<dataset>/``, in immutable version
+folders ``.versions/<table>/<version>``. Writes belong to a run (``recsys.runs``): a job's run
+takes the dataset's writer lock, writes new versions, and at its end switches every table to them
+at once (one atomic rename of ``.current``) and records its manifest. A run that fails or is
+killed changes no table; its partial folders are removed by the next successful run. A write
+outside any run (library use) is a run of its own. Reads resolve through the run's manifest
+(its own writes, then the last successful run's), never through a link that may move.
 
 A BigQuery sink implements the same ``TableSink`` protocol (``write``, ``read``).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import contextlib
 import os
-import shutil
-import uuid
-from typing import Callable, Optional, Protocol
+from typing import Callable, Iterator, Optional, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
 
+from recsys import runs
 from recsys.errors import ConfigError, InputError
-
-VERSIONS_DIR = ".versions"
-MODELS_DIR = "_models"
-KEEP_VERSIONS = 2
+from recsys.runs import MODELS_DIR, VERSIONS_DIR
 
 
 class TableSink(Protocol):
@@ -37,7 +35,7 @@ class TableSink(Protocol):
 
 
 class LocalWarehouse:
-    """Parquet tables under ``<root>/<dataset>/<table>``, each replaced atomically."""
+    """Parquet tables under ``<root>/<dataset>/``, switched together at the end of each run."""
 
     def __init__(self, root: str, dataset: str):
         if "://" in root and not root.startswith("file://"):
@@ -47,83 +45,95 @@ class LocalWarehouse:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.dataset = dataset
         self.dataset_dir = os.path.join(self.root, dataset)
+        self._pinned: Optional[dict] = None  # a snapshot's manifest (see ``snapshot``)
+
+    # -- where things are -----------------------------------------------------------------------
 
     def table_path(self, name: str) -> str:
-        """Where table ``name`` is read from."""
+        """The table's link (``<dataset>/<table>`` -> ``.current/<table>``), for people and
+        plain readers; jobs read ``version_path``."""
         return os.path.join(self.dataset_dir, name)
 
     def model_path(self, name: str) -> str:
-        """Where model ``name`` is read from (``<dataset>/_models/<name>``)."""
+        """The model's link (``<dataset>/_models/<name>``)."""
         return os.path.join(self.dataset_dir, MODELS_DIR, name)
 
+    def _manifest_version(self, kind: str, name: str) -> Optional[str]:
+        run = runs.active(self.dataset_dir)
+        if run is not None:
+            return run.table_version(name) if kind == "tables" else run.model_version(name)
+        manifest = self._pinned or runs.Dataset(self.dataset_dir).current() or {}
+        return (manifest.get(kind) or {}).get(name)
+
+    def version_path(self, name: str) -> Optional[str]:
+        """The folder of the version of table ``name`` this reader sees: the open run's own
+        write, else the last successful run's (None: no such table)."""
+        version = self._manifest_version("tables", name)
+        if version is None:
+            legacy = self.table_path(name)  # a plain folder not yet moved by any run
+            return legacy if os.path.isdir(legacy) and not os.path.islink(legacy) else None
+        return os.path.join(self.dataset_dir, VERSIONS_DIR, name, version)
+
     def model_location(self, spark: SparkSession, name: str) -> str:
-        """The folder holding the current version of model ``name``."""
-        del spark  # the link already points at the current version
-        return self.model_path(name)
+        """The folder holding the version of model ``name`` this reader sees."""
+        del spark
+        version = self._manifest_version("models", name)
+        if version is None:
+            raise InputError(f"no trained model {name!r} in {self.dataset_dir} "
+                             f"(run the train job first)")
+        return os.path.join(self.dataset_dir, MODELS_DIR, VERSIONS_DIR, name, version)
 
     def exists(self, name: str) -> bool:
         """True when table ``name`` has been written."""
-        return os.path.exists(self.table_path(name))
+        return self.version_path(name) is not None
+
+    # -- writing --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _run(self, job: str) -> Iterator[runs.Run]:
+        with runs.unit(self.dataset_dir, job) as run:
+            yield run
 
     def write(self, name: str, df: DataFrame) -> str:
-        """Write ``df`` as a new version of table ``name`` and switch the table to it."""
-        return self._publish(self.dataset_dir, name,
-                             lambda target: df.write.mode("errorifexists").parquet(target))
+        """Write ``df`` as a new version of table ``name`` in the open run (or a run of its
+        own); returns the version folder."""
+        with self._run(f"write {name}") as run:
+            target = os.path.join(self.dataset_dir, VERSIONS_DIR, name, runs.new_id())
+            df.write.mode("errorifexists").parquet(target)
+            run.tables[name] = os.path.basename(target)
+        return target
 
     def save_model(self, name: str, save: Callable[[str], None]) -> str:
-        """Publish a model folder written by ``save(path)`` as model ``name``, atomically."""
-        return self._publish(os.path.join(self.dataset_dir, MODELS_DIR), name, save)
+        """Write a model folder with ``save(path)`` as a new version of model ``name``."""
+        with self._run(f"save model {name}") as run:
+            target = os.path.join(self.dataset_dir, MODELS_DIR, VERSIONS_DIR, name, runs.new_id())
+            save(target)
+            run.models[name] = os.path.basename(target)
+        return target
 
-    def _publish(self, parent: str, name: str, write: Callable[[str], None]) -> str:
-        versions = os.path.join(parent, VERSIONS_DIR, name)
-        os.makedirs(versions, exist_ok=True)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        version = f"{stamp}-{uuid.uuid4().hex[:8]}"
-        write(os.path.join(versions, version))
-        link = os.path.join(parent, name)
-        _switch_link(link, os.path.join(VERSIONS_DIR, name, version))
-        _prune(versions, current=version)
-        return link
+    # -- reading --------------------------------------------------------------------------------
 
     def read(self, spark: SparkSession, name: str) -> DataFrame:
-        """Read table ``name``, failing with one line if it was never written."""
-        if not self.exists(name):
+        """Read table ``name`` (its version folder), failing with one line if it was never
+        written."""
+        path = self.version_path(name)
+        if path is None:
             raise InputError(f"table {self.dataset}.{name} not found under {self.dataset_dir}")
-        return spark.read.parquet(self.table_path(name))
+        return spark.read.parquet(path)
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator["LocalWarehouse"]:
+        """A reader of the dataset as of now, for code outside a run (notebooks, exports):
+        while it is open every table reads as of the last successful run when it opened, and
+        no version it can read is pruned by later runs.
 
-def _switch_link(link: str, relative_target: str) -> None:
-    """Point ``link`` at ``relative_target`` with one atomic rename."""
-    parent, name = os.path.split(link)
-    if os.path.isdir(link) and not os.path.islink(link):
-        # A plain folder (written by something else): move it aside once; from now on the
-        # table is a link and every later switch is atomic.
-        os.replace(link, os.path.join(parent, VERSIONS_DIR, name, "00000000-legacy"))
-    temp_link = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.link")
-    os.symlink(relative_target, temp_link)
-    os.replace(temp_link, link)
-
-
-def _prune(versions: str, current: str) -> None:
-    """Drop all versions but ``current`` and the newest complete one before it.
-
-    Versions sort by their UTC time prefix. An incomplete folder (a run killed mid-write) is
-    never the one kept for readers, whatever its time.
-    """
-    names = sorted(os.listdir(versions))
-    older = [n for n in names if n < current and _complete(os.path.join(versions, n))]
-    keep = {current, *older[len(older) - (KEEP_VERSIONS - 1):]}
-    for entry in names:
-        if entry not in keep:
-            shutil.rmtree(os.path.join(versions, entry), ignore_errors=True)
-
-
-def _complete(folder: str) -> bool:
-    """A finished table write (Spark's ``_SUCCESS``) or model save (its last part, the
-    metadata, finished); the legacy folder moved aside by ``_switch_link`` counts too."""
-    return (os.path.exists(os.path.join(folder, "_SUCCESS"))
-            or os.path.exists(os.path.join(folder, "metadata", "_SUCCESS"))
-            or folder.endswith("-legacy"))
+        >>> with LocalWarehouse("warehouse", "bqml_tutorial").snapshot() as wh:  # doctest: +SKIP
+        ...     top5 = wh.read(spark, "recommend_top5").toPandas()
+        """
+        view = LocalWarehouse(self.root, self.dataset)
+        with runs.Dataset(self.dataset_dir).reader() as manifest:
+            view._pinned = manifest
+            yield view
 
 
 class VersionedModelStore:
@@ -142,8 +152,7 @@ class VersionedModelStore:
 
     def save_model(self, name: str, save: Callable[[str], None]) -> str:
         """Write a new version of model ``name``."""
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        target = f"{self.model_path(name)}/{stamp}-{uuid.uuid4().hex[:8]}"
+        target = f"{self.model_path(name)}/{runs.new_id()}"
         save(target)
         return target
 
@@ -170,6 +179,16 @@ def model_store(root: str, dataset: str):
     return LocalWarehouse(root, dataset)
 
 
+def job_unit(cfg, job: str, *, wait: bool = False):
+    """The run of a job on the configured sink (``recsys.runs.unit``): the whole job writes as
+    one unit on a local warehouse. A BigQuery sink has no multi-table unit: each table is
+    replaced by its own atomic overwrite."""
+    if cfg.sink.type != "local":
+        return contextlib.nullcontext()
+    dataset_dir = LocalWarehouse(cfg.sink.path, cfg.sink.dataset).dataset_dir
+    return runs.unit(dataset_dir, job, runs.fingerprint(cfg), wait=wait)
+
+
 def make_sink(cfg):
     """The sink named by ``sink.type`` (``cfg`` is the whole ``Config``)."""
     if cfg.sink.type == "local":
@@ -182,15 +201,24 @@ def make_sink(cfg):
     raise ConfigError(f"sink.type {cfg.sink.type!r} is not supported")
 
 
+def _is_query(ref: str) -> bool:
+    from recsys.bigquery import is_query
+
+    return is_query(ref)
+
+
 def resolve_table(sink, spark: SparkSession, ref: Optional[str]) -> Optional[DataFrame]:
     """A table reference from config: a table name of the sink's dataset, a Parquet path, or
     (BigQuery sink) a ``dataset.table`` id or a ``SELECT`` query."""
     if ref is None:
         return None
+    bigquery = hasattr(sink, "connection")
+    if bigquery and _is_query(ref):  # before the path test: SQL may hold a '/'
+        return sink.connection.read(spark, ref, sink.dataset)
     if "/" in ref or os.sep in ref:
         if "://" not in ref and not os.path.exists(os.path.expanduser(ref)):
             raise InputError(f"table path not found: {ref}")
         return spark.read.parquet(os.path.expanduser(ref))
-    if hasattr(sink, "connection") and ("." in ref or " " in ref.strip()):
+    if bigquery and ("." in ref or " " in ref.strip()):
         return sink.connection.read(spark, ref, sink.dataset)
     return sink.read(spark, ref)

@@ -74,7 +74,8 @@ def tune(spark: SparkSession, train: DataFrame, model_cfg: ModelConfig, tuning: 
         cfg = dataclasses.replace(model_cfg, num_factors=params["num_factors"],
                                   l2_reg=params["l2_reg"], reg_param=params["reg_param"],
                                   intercept_l2_reg=params["intercept_l2_reg"],
-                                  wals_alpha=params["wals_alpha"] or model_cfg.wals_alpha,
+                                  wals_alpha=(model_cfg.wals_alpha if params["wals_alpha"] is None
+                                              else params["wals_alpha"]),
                                   training_info="final", data_split_method="no_split")
         start = time.perf_counter()
         model = fit(fit_rows, cfg)

@@ -59,7 +59,7 @@ def test_config_objects_are_frozen():
     ("", ["model.intercept_l2_reg=0"], "model.intercept_l2_reg must be > 0, got 0.0"),
     ("", ["model.solver=spark_als", "model.reg_param_rule=median"], "model.reg_param_rule must be default or one of mean_ridge, per_user, per_item, geometric, literal, got 'median'"),
     ("", ["model.checkpoint_interval=-1"], "model.checkpoint_interval must be >= 0, got -1"),
-    ("", ["tuning.intercept_l2_reg=[1, 0]"], "tuning.l2_reg and tuning.intercept_l2_reg must be > 0"),
+    ("", ["tuning.intercept_l2_reg=[1, 0]"], "tuning.intercept_l2_reg values must be > 0, got 0.0"),
 ])
 def test_errors_are_one_clear_line(tmp_path, text, overrides, message):
     text = text if "ratings" in text or text.startswith("source") else "source:\n  ratings: r.csv\n" + text

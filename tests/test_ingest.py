@@ -99,12 +99,16 @@ def test_threshold_fails_naming_file_line_and_problem(spark, tmp_path):
     cfg = config(tmp_path, path)
     with pytest.raises(InputError) as err:
         run_ingest(spark, cfg)
-    assert str(err.value) == (
+    message, _, kept_in = str(err.value).partition("; rejected rows in ")
+    assert message == (
         f"{path}: 2 of 102 ratings rows rejected (1.96% > ingest.max_reject_fraction 1.00%); "
         f"first bad line 41: item_id is not an integer: 'x'")
+    import pandas as pd
+
+    # The failed run publishes no table, but its rejects are kept where the message says.
+    assert sorted(pd.read_parquet(kept_in).line_number) == [41, 102]
     wh = LocalWarehouse(cfg.sink.path, cfg.sink.dataset)
-    assert wh.read(spark, "ratings_rejected").count() == 2   # rejects kept for inspection
-    assert not wh.exists("ratings")                           # no table from a failed run
+    assert not wh.exists("ratings") and not wh.exists("ratings_rejected")
 
 
 def test_at_threshold_passes(spark, tmp_path):

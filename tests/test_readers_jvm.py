@@ -151,7 +151,7 @@ def make_case(tmp_path, name, seed, n=1200, compress=None):
 
 
 def read(spark, source):
-    rows = readers.read_ratings(spark, source, source.ratings).collect()
+    rows = readers.read_ratings(spark, source, source.ratings).drop("source_file").collect()
     return sorted((tuple(r) for r in rows), key=lambda r: r[4])
 
 

@@ -1,18 +1,15 @@
-"""Reruns, killed runs and failed tasks, with the real jobs as separate processes.
+"""Reruns and failed tasks, with the real jobs as separate processes (killed and concurrent runs:
+tests/test_runs.py).
 
 - determinism: two runs of the same config and seed write identical tables (the top-5 lists in
   the same order), compared value by value;
-- a run killed (SIGKILL, JVM included) while it writes the all-pairs table leaves every table
-  intact and readable, equal to the last complete run;
-- a rerun leaves the same tables, without duplicates or leftover partial versions;
+- a rerun leaves the same tables, without duplicates or leftover versions;
 - a run in which one task fails once (local[2,2]) ends with the same tables as a clean run.
 """
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -121,30 +118,12 @@ def test_same_config_and_seed_give_identical_tables(first_run, small_source, tmp
     assert got["ratings_rejected"]["line_number"].tolist() == [8]
 
 
-def test_killed_run_leaves_tables_intact_and_rerun_is_idempotent(first_run, small_source):
+def test_rerun_is_idempotent(first_run, small_source):
+    """A rerun of the same config leaves the same tables, and keeps exactly its own and the
+    previous run's version of each table (no duplicates, nothing left over)."""
     sink, expected = first_run
-    before = versions(sink, "recommend")
-    proc = run(job_args(small_source, sink), start_new_session=True)
-    partial = None
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline and partial is None:
-        new = [v for v in versions(sink, "recommend") if v not in before]
-        folder = os.path.join(sink, DATASET, ".versions", "recommend", new[0]) if new else None
-        if folder and os.path.isdir(folder):
-            partial = folder
-            break
-        time.sleep(0.01)
-    assert partial is not None, "the run ended before it wrote the recommend table"
-    os.killpg(proc.pid, signal.SIGKILL)  # the job, its JVM and its Python workers
-    proc.communicate()
-    assert not os.path.exists(os.path.join(partial, "_SUCCESS")), "killed too late"
-    # Every table still reads, with the last complete run's content.
-    assert_same_tables(snapshot(sink), expected)
-
     finish(run(job_args(small_source, sink)))
     assert_same_tables(snapshot(sink), expected)
-    # The killed run's partial folder is gone; the previous version is kept for readers.
-    assert not os.path.exists(partial)
     assert len(versions(sink, "recommend")) == 2
 
 

@@ -61,19 +61,18 @@ def test_missing_table_and_remote_path(spark, tmp_path):
         LocalWarehouse("gs://bucket/wh", "ds")
 
 
-def test_prune_keeps_the_newest_complete_version_not_a_killed_write(tmp_path):
-    """A run killed mid-write leaves a folder newer than the last good version; the next write
-    must keep the good one for readers and drop the partial one."""
-    from recsys.sinks import _prune
-
-    versions = tmp_path / "recommend"
-    for name, complete in [("20260101T000000000000Z-aaaa", True),
-                           ("20260102T000000000000Z-bbbb", True),
-                           ("20260103T000000000000Z-cccc", False),  # killed
-                           ("20260104T000000000000Z-dddd", True)]:  # the new current
-        (versions / name).mkdir(parents=True)
-        if complete:
-            (versions / name / "_SUCCESS").touch()
-    _prune(str(versions), current="20260104T000000000000Z-dddd")
-    assert sorted(p.name for p in versions.iterdir()) == [
-        "20260102T000000000000Z-bbbb", "20260104T000000000000Z-dddd"]
+def test_prune_drops_a_killed_write_and_keeps_the_previous_run(spark, tmp_path):
+    """A run killed mid-write leaves a version folder no manifest names (newer than the last good
+    one); the next successful run removes it and keeps its own and the previous run's version."""
+    wh = LocalWarehouse(str(tmp_path), "ds")
+    wh.write("t", spark.createDataFrame([(1,)], "x long"))
+    wh.write("t", spark.createDataFrame([(2,)], "x long"))
+    kept = sorted(os.listdir(tmp_path / "ds" / VERSIONS_DIR / "t"))
+    killed = tmp_path / "ds" / VERSIONS_DIR / "t" / "29991231T000000000000Z-dead"
+    killed.mkdir()
+    (killed / "part-00000.parquet").write_bytes(b"PAR1")  # half-written, no _SUCCESS
+    wh.write("t", spark.createDataFrame([(3,)], "x long"))
+    now = sorted(os.listdir(tmp_path / "ds" / VERSIONS_DIR / "t"))
+    assert not killed.exists()
+    assert len(now) == 2 and now[0] == kept[1] and now[1] not in kept
+    assert values(wh, spark, "t") == [3]
