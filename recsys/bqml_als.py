@@ -50,7 +50,7 @@ from recsys.normal_equations import RowBlock, Solved, design_and_offset, initial
 USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH = "_u", "_i", "_value", "_eval", "_h"
 # Ratings per pickled piece when grouping into blocks (a Spark binary value stays far below 2 GB).
 PIECE_ROWS = 1 << 20
-RATINGS_PER_BLOCK = 500_000
+RATINGS_PER_BLOCK = 1_000_000
 MAX_DEFAULT_BLOCKS = 1024
 
 
@@ -102,13 +102,15 @@ class SolvedSides:
 
 
 def default_num_blocks(n_ratings: int) -> int:
-    """Blocks per side when ``model.num_blocks`` is not set: one per 500,000 ratings, at least 2.
-    Derived from the data, never from the cores, so the factors do not depend on the cluster.
+    """Blocks per side when ``model.num_blocks`` is not set: one per million ratings, rounded up
+    to a power of two (so that they spread evenly over 2, 4, 8, ... cores), at least 2. Derived
+    from the data, never from the cores, so the factors do not depend on the cluster.
 
     >>> default_num_blocks(100_004), default_num_blocks(1_000_209), default_num_blocks(25_000_095)
-    (2, 3, 51)
+    (2, 2, 32)
     """
-    return int(min(MAX_DEFAULT_BLOCKS, max(2, math.ceil(n_ratings / RATINGS_PER_BLOCK))))
+    wanted = max(2, math.ceil(n_ratings / RATINGS_PER_BLOCK))
+    return int(min(MAX_DEFAULT_BLOCKS, 1 << (wanted - 1).bit_length()))
 
 
 def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: int,
