@@ -135,6 +135,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE")
     parser.add_argument("--no-floor", action="store_true", help="skip the NumPy floors")
+    parser.add_argument("--floors", nargs="+", default=["bigquery_ml", "als_wr"],
+                        choices=["bigquery_ml", "als_wr"], help="which NumPy floors to fit")
     parser.add_argument("--no-other-solver", action="store_true",
                         help="skip the second solver's fit")
     args = parser.parse_args(argv)
@@ -187,7 +189,7 @@ def main(argv=None) -> int:
     if not args.no_floor:
         reg = m.reg_param if m.reg_param is not None else spark_reg_param(
             m.l2_reg, n_rows=shape.n_ratings, n_users=shape.n_users, n_items=shape.n_items)
-        for objective in ("bigquery_ml", "als_wr"):
+        for objective in args.floors:
             got = floor(ratings, objective, rank=m.num_factors, l2_reg=m.l2_reg, reg_param=reg,
                         iterations=m.max_iterations)
             result[f"floor_{objective}_1core_s"] = got["fit_s"]
