@@ -177,8 +177,7 @@ class RowBlock:
             row_hashes = np.asarray(hashes, dtype=np.int64)[order][first]
         train = ~is_eval
         counts = np.bincount(row_pos[train], minlength=len(row_ids))
-        chunks = _chunks(row_pos[train], col_pos[train], values[train], counts, len(needed),
-                         chunk_cells)
+        chunks = chunk_rows(col_pos[train], values[train], counts, len(needed), chunk_cells)
         out_links = {}
         col_block = cols % num_blocks
         for other in np.unique(col_block):
@@ -262,8 +261,10 @@ class RowBlock:
         return states[order]
 
 
-def _chunks(rows, cols, values, counts, n_cols, chunk_cells) -> List[_Chunk]:
-    """Rows with training ratings cut into chunks of similar counts (``rows`` sorted)."""
+def chunk_rows(cols, values, counts, n_cols, chunk_cells=CHUNK_CELLS) -> List[_Chunk]:
+    """Rows with ratings cut into chunks of similar counts: ``cols`` and ``values`` of every
+    rating grouped by row in row order, ``counts`` ratings per row; padding points at column
+    ``n_cols`` (the all-zero design row)."""
     starts = np.r_[0, np.cumsum(counts)[:-1]]
     cols_sorted = np.append(cols.astype(np.int32), np.int32(n_cols))
     values_sorted = np.append(values, 0.0)

@@ -27,25 +27,17 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-CHUNK_CELLS = 1 << 18     # padded ratings per chunk (x rank x 8 bytes: ~70 MB at rank 34)
-MAX_PADDING = 1.25        # rows of one chunk have counts within this ratio
-MAX_CHUNK_ROWS = 4096     # rows per chunk (their Gram matrices: ~38 MB at rank 34)
+# Chunking (padded ratings per chunk, counts within 1.25x, at most 4096 rows) is the bigquery_ml
+# solver's, shared.
+from recsys.normal_equations import CHUNK_CELLS, chunk_rows
+
 # A gemm of rank x tile x rank with more than this many cells is multithreaded by OpenBLAS, which
 # on a busy 2-core machine runs ~10x slower than one thread: longer rows are cut into tiles.
 GEMM_CELLS = 1 << 18
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    rows: np.ndarray      # row indices solved by this chunk
-    counts: np.ndarray    # their rating counts
-    cols: np.ndarray      # (rows, width) column index per rating, padding -> the zero row
-    values: np.ndarray    # (rows, width) ratings, padding 0
 
 
 class RowPlan:
@@ -55,30 +47,10 @@ class RowPlan:
                  n_cols: int, chunk_cells: int = CHUNK_CELLS):
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
-        cols_sorted = np.append(np.asarray(cols)[order].astype(np.int32), np.int32(n_cols))
-        values_sorted = np.append(np.asarray(values, dtype=np.float64)[order], 0.0)
         counts = np.bincount(rows, minlength=n_rows)
-        starts = np.r_[0, np.cumsum(counts)[:-1]]
         self.n_rows, self.n_cols, self.counts = n_rows, n_cols, counts
-        self.chunks: List[_Chunk] = []
-        by_count = np.argsort(counts, kind="stable")
-        by_count = by_count[counts[by_count] > 0]
-        sorted_counts = counts[by_count]
-        sentinel = len(cols_sorted) - 1
-        lo = 0
-        while lo < len(by_count):
-            smallest = sorted_counts[lo]
-            hi = int(np.searchsorted(sorted_counts, MAX_PADDING * smallest, side="right"))
-            width = int(sorted_counts[hi - 1])
-            hi = min(hi, lo + max(1, min(chunk_cells // width, MAX_CHUNK_ROWS)))
-            width = int(sorted_counts[hi - 1])
-            chunk_rows = by_count[lo:hi]
-            offsets = np.arange(width)
-            pos = starts[chunk_rows][:, None] + offsets
-            pos = np.where(offsets < counts[chunk_rows][:, None], pos, sentinel)
-            self.chunks.append(_Chunk(chunk_rows, counts[chunk_rows], cols_sorted[pos],
-                                      values_sorted[pos]))
-            lo = hi
+        self.chunks = chunk_rows(np.asarray(cols)[order], np.asarray(values, np.float64)[order],
+                                 counts, n_cols, chunk_cells)
 
     def solve(self, fixed: np.ndarray, reg_param: float) -> np.ndarray:
         """New factors of this side's rows given the other side's ``fixed`` factors."""
