@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, SAMPLE
+from test_reliability import _plain
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 DATASET = "bqml_tutorial"
@@ -88,16 +89,6 @@ def tables_of(sink):
         plain = frame.map(_plain) if hasattr(frame, "map") else frame.applymap(_plain)
         out[name] = sorted(map(tuple, plain.itertuples(index=False)), key=repr)
     return out
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return tuple((k, _plain(v)) for k, v in value.items())
-    if hasattr(value, "__len__") and not isinstance(value, (str, bytes)):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, float) and value != value:
-        return "NaN"
-    return value
 
 
 def manifest(sink, run_id):
