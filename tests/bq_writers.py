@@ -112,10 +112,8 @@ def avro_type(bq_type: str, mode: str = "NULLABLE", fields=None, name: str = "x"
     return ["null", base] if mode == "NULLABLE" else base
 
 
-def write_avro(path: str, fields: Sequence[Tuple[str, object]], rows: Sequence[dict],
-               block_rows: int = 20000) -> None:
-    """An Avro object container file (null codec): record ``Root`` with ``fields`` (name, Avro
-    type from ``avro_type``), rows in blocks."""
+def _avro_header(fields: Sequence[Tuple[str, object]]) -> Tuple[bytes, bytes]:
+    """(sync marker, file header) of an Avro container with record ``Root`` of ``fields``."""
     schema = {"type": "record", "name": "Root", "fields": [{"name": n, "type": t}
                                                            for n, t in fields]}
     sync = os.urandom(16)
@@ -123,7 +121,14 @@ def write_avro(path: str, fields: Sequence[Tuple[str, object]], rows: Sequence[d
     head = b"Obj\x01" + _zz(len(meta))
     for key, value in meta.items():
         head += _encode("string", key) + _zz(len(value)) + value
-    head += _zz(0) + sync
+    return sync, head + _zz(0) + sync
+
+
+def write_avro(path: str, fields: Sequence[Tuple[str, object]], rows: Sequence[dict],
+               block_rows: int = 20000) -> None:
+    """An Avro object container file (null codec): record ``Root`` with ``fields`` (name, Avro
+    type from ``avro_type``), rows in blocks."""
+    sync, head = _avro_header(fields)
     with open(path, "wb") as fh:
         fh.write(head)
         for lo in range(0, len(rows), block_rows):
@@ -148,14 +153,7 @@ def write_avro_columns(path: str, columns: Dict[str, np.ndarray], types: Dict[st
             packed = columns[name].astype("<f8").tobytes()
             enc[name] = [b"\x02" + packed[8 * k:8 * k + 8] for k in range(n)]
     fields = [(name, ["null", "long" if types[name] == "INT64" else "double"]) for name in names]
-    schema = {"type": "record", "name": "Root", "fields": [{"name": a, "type": t}
-                                                           for a, t in fields]}
-    sync = os.urandom(16)
-    meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
-    head = b"Obj\x01" + _zz(len(meta))
-    for key, value in meta.items():
-        head += _encode("string", key) + _zz(len(value)) + value
-    head += _zz(0) + sync
+    sync, head = _avro_header(fields)
     with open(path, "wb") as fh:
         fh.write(head)
         for lo in range(0, n, block_rows):
