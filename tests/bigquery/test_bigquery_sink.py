@@ -13,6 +13,8 @@ from recsys.pipeline import run_evaluate, run_ingest, run_pipeline, run_recommen
 
 TOKEN_ENV = "RECSYS_TEST_BQ_TOKEN"
 DATASET = "recsys_it"
+# ML.TRAINING_INFO has one row per iteration; early stop is off so the count is this number.
+ITERATIONS = 3
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,8 @@ def config(bq_emulator, tmp_path, *sets):
         f"bigquery.http_endpoint={bq_emulator.rest_endpoint}",
         f"bigquery.storage_grpc_endpoint={bq_emulator.grpc_endpoint}",
         f"bigquery.access_token_env={TOKEN_ENV}", "bigquery.connector=provided",
-        "model.num_factors=3", "model.max_iterations=3", *sets])
+        "model.num_factors=3", f"model.max_iterations={ITERATIONS}", "model.early_stop=false",
+        *sets])
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,7 @@ def test_every_table_is_written(pipeline_run, bq_emulator):
     n_users, n_items = ratings.userId.nunique(), ratings.movieId.nunique()
     expected = {"ratings": len(ratings), "movies": 30, "ratings_rejected": 1,
                 "movies_rejected": 0, "evaluate": 1, "recommend": n_users * n_items,
-                "recommend_top5": n_users, "training_info": 1,
+                "recommend_top5": n_users, "training_info": ITERATIONS,
                 "weights": n_users + n_items + 1, "embeddings": n_users + n_items}
     got = {name: len(rows(bq_emulator, name)) for name in expected}
     assert got == expected
