@@ -234,9 +234,9 @@ class CompareTolerances:
 
     The defaults are the run-to-run spread of BigQuery ML's own objective on the shipped sample
     (two NumPy fits that differ only in the random start), with margin; see
-    ``benchmarks/bqml_spread.py`` and README's compare section for the measured figures."""
+    ``benchmarks/bqml_spread.py`` and docs/compare.md for the measured figures."""
 
-    # Measured worst over 6 seed pairs: 0.0047, 0.0495, 0.9936, 0.656 (README, compare).
+    # Measured worst over 6 seed pairs: 0.0047, 0.0495, 0.9936, 0.656 (docs/compare.md).
     metric_relative_difference: float = 0.01
     prediction_rmse: float = 0.10
     prediction_correlation: float = 0.98

@@ -107,7 +107,7 @@ SPARK_REG_PARAM_RULES = {
     "per_item": lambda l2, n, users, items: l2 * items / n,
     # L2_REG / sqrt(mean(n_u) * mean(n_i))
     "geometric": lambda l2, n, users, items: l2 * (users * items) ** 0.5 / n,
-    # L2_REG as regParam, as a user would first try (README: predictions collapse to zero)
+    # L2_REG as regParam, as a user would first try (docs/solvers.md: predictions collapse to zero)
     "literal": lambda l2, n, users, items: l2,
 }
 # Measured closest to bigquery_ml (benchmarks/fidelity.py, docs/solvers.md).
@@ -395,13 +395,13 @@ def _fit_spark_als(ratings, cfg: ModelConfig, eval_ratings, options, data,
                         alpha=cfg.wals_alpha, userCol="_u", itemCol="_i", ratingCol="_target",
                         nonnegative=False, seed=cfg.seed)
         # Spark's default is 10 blocks whatever the cores; one per core measured faster
-        # (README "Performance": 21.5 s against 24.1 s for ML-1M's 20 iterations on 2 cores).
+        # (docs/performance.md: 21.5 s against 24.1 s for ML-1M's 20 iterations on 2 cores).
         blocks = cfg.num_blocks or max(2, ratings.sparkSession.sparkContext.defaultParallelism)
         estimator = estimator.setNumUserBlocks(blocks).setNumItemBlocks(blocks)
         return estimator.fit(als_input)
 
     # Each iterate is a fresh fit with maxIter = k: with a fixed seed ALS starts from the same
-    # factors, so that fit *is* iterate k of the longer run. Costly (k fits); see README.
+    # factors, so that fit *is* iterate k of the longer run. Costly (k fits); see docs/solvers.md.
     schedule = (range(1, cfg.max_iterations + 1) if cfg.training_info == "every_iteration"
                 else [cfg.max_iterations])
     history: List[Dict[str, Any]] = []
