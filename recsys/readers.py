@@ -4,10 +4,9 @@ beyond what a single line can tell (scale checks and duplicates belong to ``recs
 A parsed table has the output columns plus ``line_number``, ``raw`` and ``reason`` (NULL for a good
 row), so that every bad line keeps its text, file and 1-based line number for ``*_rejected``.
 
-Ratings text files (millions of lines) are parsed in the JVM with Spark SQL expressions that give
-the same rows as the line parsers of ``recsys.formats``; the few lines those expressions do not
-cover exactly (anything but plain ASCII, quotes, ISO timestamps) go through the Python parsers.
-Movies files are small and parsed in Python.
+Ratings text files (millions of lines) are read once and parsed in the tasks through Arrow: the
+plain lines column-wise by pyarrow, every other line by the line parsers of ``recsys.formats``
+(the one home of the parsing rules). Movies files are small and parsed in Python.
 """
 
 from __future__ import annotations
@@ -19,9 +18,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import (BooleanType, DoubleType, LongType, StringType, StructField,
+                               StructType)
 
 from recsys import download, formats
 from recsys.config import SourceConfig
@@ -187,25 +191,46 @@ def _inside(folder: Optional[str], path: Optional[str]) -> Optional[str]:
 TableReader = Callable[[str], DataFrame]
 
 
-def read_ratings(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
-                 table_reader: Optional[TableReader] = None) -> DataFrame:
+@dataclass(frozen=True)
+class Parsed:
+    """Parsed rows (PARSED_*_SCHEMA) and the cached frames they are computed from, held until
+    ``release``: the rows are read more than once downstream, the source only once."""
+
+    rows: DataFrame
+    cached: Tuple[DataFrame, ...] = ()
+
+    def release(self) -> None:
+        """Drop the cached frames (once what reads the rows is itself cached or written)."""
+        for frame in self.cached:
+            frame.unpersist()
+
+
+def parse_ratings(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
+                  table_reader: Optional[TableReader] = None, *, cache: bool = True) -> Parsed:
     """Parse ratings files (or a table) into PARSED_RATINGS_SCHEMA rows (good and bad).
 
     ``path``: one file or a list of files (``resolve_files``); every file is numbered from line
-    1 and recognises its own header. ``table_reader`` reads table sources (BigQuery).
+    1 and recognises its own header. ``table_reader`` reads table sources (BigQuery). Text
+    files are read and parsed once; with ``cache`` the parsed lines are kept (``Parsed.release``).
     """
     files = entries(path)
     cols = source.rating_columns
     columns = (cols.user, cols.item, cols.rating, cols.timestamp)
     if source.format in ("parquet", "bigquery"):
-        return _parse_table(spark, source, files, table_reader, columns, formats._mapped_rating,
-                            PARSED_RATINGS_SCHEMA)
+        return Parsed(_parse_table(spark, source, files, table_reader, columns,
+                                   formats._mapped_rating, PARSED_RATINGS_SCHEMA))
     header = ()
     if source.format == "csv":  # the header names the columns: each file's first line
         header = _shared_header(
             [(f, spark.sparkContext.textFile(_hadoop_name(f)).take(1)) for f in files], source)
     parser = _parser_or_fail(formats.ratings_parser, source, header, columns, files[0])
-    return _parse_ratings_text(spark, files, parser, _layout(source, parser, columns))
+    return _parse_ratings_text(spark, files, parser, _layout(source, parser, columns), cache)
+
+
+def read_ratings(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
+                 table_reader: Optional[TableReader] = None) -> DataFrame:
+    """``parse_ratings``'s rows, nothing cached (each action reads the source again)."""
+    return parse_ratings(spark, source, path, table_reader, cache=False).rows
 
 
 def read_movies(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
@@ -263,12 +288,13 @@ def _numbered(lines: DataFrame) -> DataFrame:
 
     Each split of a file is read by one task, so within a split the row ids are consecutive;
     a line's number is its position in its split plus the line counts of the file's earlier
-    splits (one small aggregate). Both scans are planned together and split a file the same way,
-    so the ids agree. Lines of several files (a folder or glob) are numbered per file.
+    splits (one small aggregate, over the cached lines where the caller caches them; otherwise
+    both scans are planned together and split a file the same way, so the ids agree). Lines of several files (a folder or glob) are numbered per file.
     No filter is pushed below the (nondeterministic) ids, so what ``lines`` computes is computed
     once per line, however the result is filtered later.
     """
-    lines = lines.withColumn("_id", F.monotonically_increasing_id())
+    if "_id" not in lines.columns:
+        lines = lines.withColumn("_id", F.monotonically_increasing_id())
     splits = lines.groupBy("_file", "_start").agg(F.min("_id").alias("_first"),
                                                   F.count(F.lit(1)).alias("_lines"))
     earlier = (Window.partitionBy("_file").orderBy("_start")
@@ -376,18 +402,28 @@ def _parse(spark: SparkSession, lines, parser: formats.LineParser, schema: Struc
     return spark.createDataFrame(rows, schema)
 
 
-# --- ratings text in SQL -----------------------------------------------------------------------
-# The expressions below are formats.LineParser.parse and its field parsers for "plain" lines: tab
-# and printable ASCII without quotes or backslashes. On such text Python's str.strip() removes
-# spaces and tabs, repr() is the text in single quotes with tabs shown as \t, and the csv module
-# splits at each delimiter. Every other line is parsed by formats itself, in Python.
+# --- ratings text, parsed once through Arrow --------------------------------------------------
+# Each task parses its lines in Python, batch by batch. Lines in the format's plain shape
+# ("simple": ASCII digits where numbers go, no quotes, no spaces around them) are split and cast
+# column-wise by pyarrow, which gives them the values formats' parsers give (decimal strings to
+# INT64, correctly rounded to DOUBLE). Every other line (bad ones, quotes, ISO timestamps, the
+# header, anything not ASCII) goes through formats' line parser itself, so the parsing rules and
+# the reject reasons live in formats alone.
 
-_PLAIN_CHARS = r"""\t\x20-\x7E&&[^"'\\]"""  # inside a Java regex character class
+# Characters a simple line may hold outside its number fields: tab and printable ASCII but
+# quotes and backslash (the csv module treats those specially).
+_PLAIN_CHARS = "\t" + "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "\"'\\")
 _RATINGS_SEPARATORS = {"ml-1m": "::", "ml-100k": "\t", "ml-latest": ","}  # as in formats.py
-_INT, _NUMBER = formats._INT_RE.pattern, formats._NUMBER_RE.pattern  # valid Java regexes too
-# Fields of a "simple" line, good as they stand: unsigned ids that fit INT64, an unsigned decimal
+# Fields of a simple line, good as they stand: unsigned ids that fit INT64, an unsigned decimal
 # rating (finite) and an unsigned timestamp of at most 11 digits (within the TIMESTAMP range).
 _SIMPLE_FIELDS = (r"\d{1,18}", r"\d{1,18}", r"\d{1,15}(\.\d{1,15})?", r"\d{1,11}")
+_SIMPLE_TYPES = (pa.int64(), pa.int64(), pa.float64(), pa.int64())
+# What the Arrow step adds to PARSED_RATINGS_SCHEMA's columns (but line_number): where each line
+# was read (for _numbered) and whether it is the header line at the top of its file.
+_ARROW_RATINGS_SCHEMA = StructType(
+    [f for f in PARSED_RATINGS_SCHEMA.fields if f.name != "line_number"]
+    + [StructField("_file", StringType(), True), StructField("_start", LongType(), True),
+       StructField("_id", LongType(), True), StructField("_top_header", BooleanType(), True)])
 
 
 @dataclass(frozen=True)
@@ -401,23 +437,25 @@ class _Layout:
     timestamp_required: bool
 
     def simple_line(self) -> Optional[str]:
-        """A Java regex matching only lines that parse without a check failing, or None."""
+        """A regex (RE2 and Python syntax) matching only lines that parse without a check
+        failing, or None when no such shortcut is safe for this layout."""
         mapped = [(p, f) for p, f in zip(self.positions, _SIMPLE_FIELDS) if p is not None]
         if (len({p for p, _ in mapped}) < len(mapped) or not self.plain_separator()
                 or set(self.separator) & set("0123456789.")):
             return None  # one column in two roles, or a separator that may be part of a number
-        fields = [f"[{_PLAIN_CHARS}&&[^{_java_literal(self.separator)}]]*"] * self.num_fields
+        other = sorted(set(_PLAIN_CHARS) - set(self.separator))
+        fields = ["[" + "".join(_re_char(c) for c in other) + "]*"] * self.num_fields
         for p, pattern in mapped:
             fields[p] = pattern
         if not self.timestamp_required and self.positions[3] is not None:
             fields[self.positions[3]] = f"({fields[self.positions[3]]})?"
         if self.header and any(re.fullmatch(fields[p], self.header[p]) for p, _ in mapped):
             return None  # a simple line could be the header line
-        return "^" + _java_literal(self.separator).join(fields) + "$"
+        return "^" + "".join(_re_char(c) for c in self.separator).join(fields) + "$"
 
     def plain_separator(self) -> bool:
         """Whether the separator is plain text (else every line is left to Python)."""
-        return all(c == "\t" or (" " <= c <= "~" and c not in "\"'\\") for c in self.separator)
+        return all(c in _PLAIN_CHARS for c in self.separator)
 
 
 def _layout(source: SourceConfig, parser: formats.LineParser,
@@ -430,126 +468,112 @@ def _layout(source: SourceConfig, parser: formats.LineParser,
                    (0, 1, 2, 3), True)
 
 
-def _java_literal(text: str) -> str:
-    """``text`` as a Java regex that matches it literally."""
-    return "".join(f"\\x{{{ord(c):X}}}" for c in text)
+def _re_char(c: str) -> str:
+    """One ASCII character as a regex escape that RE2 and Python read the same way."""
+    return f"\\x{ord(c):02X}"
 
 
 def _parse_ratings_text(spark: SparkSession, paths: Sequence[str], parser: formats.LineParser,
-                        layout: _Layout) -> DataFrame:
-    """PARSED_RATINGS_SCHEMA rows of text files, parsed in SQL but for the lines that are not
-    plain text (or have an ISO-8601 timestamp), which are parsed in Python."""
-    lines = _numbered(_sql_ratings(_text_lines(spark, paths), layout))
-    # The header line at the top of the file is no row at all (as in _parse_line).
-    top_header = (F.col("line_number") == 1) & F.col("_is_header")
-    sql_rows = lines.where(~F.col("_python") & ~top_header)
-    return (sql_rows.select(*PARSED_RATINGS_SCHEMA.fieldNames())
-            .unionByName(_python_ratings(lines.where(F.col("_python")), parser)))
+                        layout: _Layout, cache: bool) -> "Parsed":
+    """PARSED_RATINGS_SCHEMA rows of text files, parsed in one pass (see above).
 
-
-def _sql_ratings(lines: DataFrame, layout: _Layout) -> DataFrame:
-    """``lines`` with the PARSED_RATINGS_SCHEMA columns (but ``line_number``) computed in SQL,
-    ``_python`` for lines that need the Python parser instead, and ``_is_header`` for header lines.
+    The parsed lines are numbered from the per-split line counts (``_numbered``); with
+    ``cache`` they are held in memory (and disk) so that the counts do not parse them again.
     """
+    lines = _text_lines(spark, paths).withColumn("_id", F.monotonically_increasing_id())
+    parse = _arrow_ratings_parser(parser, layout)
+    parsed = lines.select("value", "source_file", "_file", "_start", "_id").mapInArrow(
+        parse, _ARROW_RATINGS_SCHEMA)
+    if cache:
+        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = _numbered(parsed).where(~F.col("_top_header")).select(
+        *PARSED_RATINGS_SCHEMA.fieldNames())
+    return Parsed(rows, (parsed,) if cache else ())
+
+
+def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
+    """The mapInArrow function: text batches (value, source_file, _file, _start, _id) to
+    _ARROW_RATINGS_SCHEMA batches, the simple lines first, then the others."""
     pattern = layout.simple_line()
-    simple = F.col("value").rlike(pattern) if pattern else F.lit(False)
-    # Only lines that are not simple are split into fields and checked rule by rule. Limit -1
-    # keeps trailing empty fields, as str.split does.
-    lines = lines.select("*", simple.alias("_simple"), F.when(
-        ~simple, F.split("value", _java_literal(layout.separator), -1)).alias("_fields"))
-    lines = lines.select("*", *[
-        (F.lit(None).cast("string") if p is None else F.get("_fields", p)).alias(f"_text{i}")
-        for i, p in enumerate(layout.positions)])
-    lines = lines.select("*", *[_strip(F.col(f"_text{i}")).alias(f"_value{i}") for i in range(4)])
-    kinds = ("BIGINT", "BIGINT", "DOUBLE", "BIGINT")
-    lines = lines.select("*", *[F.expr(f"try_cast(_value{i} AS {kind})").alias(f"_number{i}")
-                                for i, kind in enumerate(kinds)])
-    text, value, number = ([F.col(f"{prefix}{i}") for i in range(4)]
-                           for prefix in ("_text", "_value", "_number"))
-
-    plain = F.lit(False)  # an unusual separator: every line is left to Python
-    if layout.plain_separator():
-        plain = F.col("value").rlike(f"^[{_PLAIN_CHARS}]*$")
-    # An ISO-8601 timestamp is left to Python's datetime.fromisoformat.
-    iso_time = F.coalesce((value[3] != "") & ~value[3].rlike(_INT), F.lit(False))
-    is_header = F.lit(False)
-    if layout.header is not None:
-        is_header = F.coalesce(F.transform("_fields", _strip)
-                               == F.array(*[F.lit(name) for name in layout.header]), F.lit(False))
-    count = F.size("_fields")
-    reasons = [
-        F.when(_strip(F.col("value")) == "", F.lit("empty line")),
-        F.when(is_header, F.lit("header line")),
-        F.when(count != layout.num_fields,
-               F.format_string(f"expected {layout.num_fields} fields, found %d", count)),
-        _int64_reason("user_id", text[0], value[0], number[0]),
-        _int64_reason("item_id", text[1], value[1], number[1]),
-        _rating_reason(text[2], value[2], number[2]),
-    ]
-    if layout.positions[3] is not None:
-        reasons.append(_timestamp_reason(value[3], number[3], layout.timestamp_required))
-    simple = F.col("_simple")
-    lines = lines.select(
-        "*", (~simple & (~plain | iso_time)).alias("_python"), is_header.alias("_is_header"),
-        F.when(~simple, F.coalesce(*reasons)).alias("reason"))
-
-    good = F.col("reason").isNull()
-    # A simple line's fields are cast as they stand, without the checks above (and found without
-    # a regex split, which compiles its pattern for every line).
-    sep = layout.separator
-    fast = [F.lit(None) if p is None else F.nullif(F.substring_index(
-        F.substring_index("value", sep, p + 1), sep, -1), F.lit("")).cast(kind)
-        for p, kind in zip(layout.positions, kinds)]
-    return lines.select(
-        *[F.when(simple, fast[i]).when(good, number[i]).alias(name)
-          for i, name in enumerate(("user_id", "item_id", "rating"))],
-        F.when(simple, fast[3]).when(good & (value[3] != ""), number[3])
-         .alias("timestamp_seconds"),
-        F.col("value").alias("raw"), "reason", "_python", "_is_header", "value", "_file", "_start",
-        "source_file")
-
-
-def _strip(text: Column) -> Column:
-    return F.btrim(text, F.lit(" \t"))
-
-
-def _repr(text: Column) -> Column:
-    return F.concat(F.lit("'"), F.regexp_replace(text, "\t", r"\\t"), F.lit("'"))
-
-
-def _int64_reason(name: str, text: Column, value: Column, number: Column) -> Column:
-    """``formats.parse_int64``'s reason, or NULL."""
-    return (F.when(~value.rlike(_INT), F.concat(F.lit(f"{name} is not an integer: "), _repr(text)))
-             .when(number.isNull(), F.concat(F.lit(f"{name} "), value,
-                                             F.lit(" is outside the INT64 range"))))
-
-
-def _rating_reason(text: Column, value: Column, number: Column) -> Column:
-    """``formats.parse_rating``'s reason, or NULL."""
-    not_finite = F.concat(F.lit("rating is not a finite number: "), _repr(text))
-    return (F.when(F.lower(value).isin(*sorted(formats._NON_FINITE)), not_finite)
-             .when(~value.rlike(_NUMBER), F.concat(F.lit("rating is not a number: "), _repr(text)))
-             .when(F.abs(number) == float("inf"), not_finite))  # e.g. 1e999
-
-
-def _timestamp_reason(value: Column, number: Column, required: bool) -> Column:
-    """``formats.parse_timestamp``'s reason for an empty or integer value, or NULL."""
-    in_range = number.between(formats.TIMESTAMP_MIN_SECONDS, formats.TIMESTAMP_MAX_SECONDS)
-    return (F.when(value == "", F.lit("timestamp is empty" if required else None))
-             .when(~F.coalesce(in_range, F.lit(False)),  # NULL: beyond INT64
-                   F.concat(F.lit("timestamp "), value, F.lit(" is outside the TIMESTAMP range"))))
-
-
-def _python_ratings(lines: DataFrame, parser: formats.LineParser) -> DataFrame:
-    """Rows of the lines SQL leaves out, parsed by ``formats`` one by one."""
     width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
-    # Pickled rather than Arrow input: the UDF gets Java's decoding of the line (U+FFFD for
-    # bytes that are not UTF-8), as the line parsers expect.
-    parse = F.udf(lambda line, number, file: _parse_line(parser, width, line, number - 1, file),
-                  PARSED_RATINGS_SCHEMA, useArrow=False)
-    parse = parse.asNondeterministic()  # or the optimizer runs it again for the filter below
-    return (lines.select(parse("value", "line_number", "source_file").alias("_row"))
-                 .where(F.col("_row").isNotNull()).select("_row.*"))
+    names = _ARROW_RATINGS_SCHEMA.fieldNames()
+
+    def parse(batches):
+        previous = None  # (file, start) of the last line of the previous batch in this task
+        for batch in batches:
+            first, previous = _first_lines(batch.column("_file"), batch.column("_start"),
+                                           previous)
+            # Lines are bytes here: Spark hands over what it read, not always valid UTF-8.
+            raw = batch.column("value").cast(pa.binary())
+            simple = (pc.and_not(pc.match_substring_regex(raw, pattern), first)
+                      if pattern else _constant(False, len(raw)))
+            yield _simple_batch(batch.filter(simple), raw.filter(simple), layout, names)
+            others = pc.invert(simple)
+            yield _python_batch(batch.filter(others), raw.filter(others), first.filter(others),
+                                parser, width, names)
+
+    return parse
+
+
+def _first_lines(files: pa.Array, starts: pa.Array, previous) -> Tuple[pa.Array, tuple]:
+    """Which lines of a batch are line 1 of their file, and the (file, start) of its last line.
+
+    A task reads each of its splits whole and in order, so a line is line 1 of its file when
+    it opens a split (its split differs from the line before) that starts at byte 0.
+    """
+    n = len(files)
+    if n == 0:
+        return pa.array([], pa.bool_()), previous
+    start = starts.to_numpy(zero_copy_only=False)
+    same = np.zeros(n, dtype=bool)
+    same[0] = previous == (files[0].as_py(), int(start[0]))
+    if n > 1:
+        same[1:] = (start[1:] == start[:-1]) & pc.equal(files.slice(1), files.slice(0, n - 1)
+                                                        ).to_numpy(zero_copy_only=False)
+    first = ~same & (start == 0)
+    return pa.array(first), (files[n - 1].as_py(), int(start[n - 1]))
+
+
+def _constant(value: bool, n: int) -> pa.Array:
+    return pa.array(np.full(n, value))
+
+
+def _simple_batch(batch: pa.RecordBatch, raw: pa.Array, layout: _Layout, names) -> pa.RecordBatch:
+    """Simple lines split and cast column-wise; their reason is NULL."""
+    text = raw.cast(pa.string())  # simple lines are ASCII
+    fields = pc.split_pattern(text, layout.separator)
+    values = []
+    for position, kind in zip(layout.positions, _SIMPLE_TYPES):
+        if position is None:
+            values.append(pa.nulls(len(text), kind))
+            continue
+        field = pc.list_element(fields, position)
+        empty = pc.equal(pc.utf8_length(field), 0)  # only an optional timestamp can be empty
+        values.append(pc.if_else(empty, pa.scalar(None, pa.string()), field).cast(kind))
+    return pa.RecordBatch.from_arrays(
+        values + [text, pa.nulls(len(text), pa.string()), batch.column("source_file"),
+                  batch.column("_file"), batch.column("_start"), batch.column("_id"),
+                  _constant(False, len(text))], names=names)
+
+
+def _python_batch(batch: pa.RecordBatch, raw: pa.Array, first: pa.Array,
+                  parser: formats.LineParser, width: int, names) -> pa.RecordBatch:
+    """Lines parsed one by one by ``formats`` (``_parse_line``): values or the reason."""
+    rows = []
+    for line, is_first, file in zip(raw.to_pylist(), first.to_pylist(),
+                                    batch.column("source_file").to_pylist()):
+        # Undecodable bytes become U+FFFD, which _parse_line rejects, as Java's decoder does.
+        row = _parse_line(parser, width, line.decode("utf-8", errors="replace"),
+                          0 if is_first else 1, file)
+        rows.append(row)
+    columns = [[None if r is None else r[k] for r in rows] for k in range(width)]
+    text = [None if r is None else r[width + 1] for r in rows]
+    reason = [None if r is None else r[width + 2] for r in rows]
+    return pa.RecordBatch.from_arrays(
+        [pa.array(c, kind) for c, kind in zip(columns, _SIMPLE_TYPES)]
+        + [pa.array(text, pa.string()), pa.array(reason, pa.string()),
+           batch.column("source_file"), batch.column("_file"), batch.column("_start"),
+           batch.column("_id"), pa.array([r is None for r in rows], pa.bool_())], names=names)
 
 
 def _parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str],
