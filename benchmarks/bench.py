@@ -4,8 +4,12 @@
     python benchmarks/bench.py --shape ml-25m --set recommend.write_all_pairs=false \
         --set spark.conf.spark.driver.memory=12g
 
+First the bare pyspark.ml ALS script (`benchmarks/bare_als.py`: load, fit the same rank and
+iterations, RMSE, count recommendForAllUsers(5)) runs in a process of its own; its wall time,
+JVM start included, is what the pipeline's total is compared with (``pipeline_vs_bare``).
+
 Runs the tutorial's pipeline (conf/bench.yaml: ingest, train with NUM_FACTORS 34 / L2_REG 9.83,
-20 iterations without early stop, evaluate, ML.RECOMMEND's all-pairs table, top-5) in this
+10 iterations without early stop, evaluate, ML.RECOMMEND's all-pairs table, top-5) in this
 process on `recsys.synthetic` data (generated once into --data-dir, not timed) with the
 configured solver (``bigquery_ml``); then, in the same session, fits the other solver
 (``spark_als``, pyspark.ml ALS) on the same ratings with the same rank and iterations; then the
@@ -113,6 +117,20 @@ def floor(path: str, objective: str, *, rank: int, l2_reg: float, reg_param: flo
     return json.loads(out.strip().splitlines()[-1])
 
 
+def bare_script(path: str, *, rank: int, iterations: int, driver_memory: str) -> dict:
+    """benchmarks/bare_als.py in a process of its own: its figures and its peak memory."""
+    memory = PeakMemory()
+    memory.start()
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "bare_als.py"), "--ratings", path,
+         "--rank", str(rank), "--iterations", str(iterations), "--driver-memory", driver_memory],
+        check=True, capture_output=True, text=True).stdout
+    memory.stop()
+    got = json.loads(out.strip().splitlines()[-1])
+    return {"bare_als_s": got["bare_als_s"], "bare_als_peak_rss_mb": {
+        "spark_jvm": memory.jvm >> 20, "python": memory.workers >> 20}}
+
+
 def other_solver_fit(spark, cfg, solver: str) -> dict:
     """Fit ``solver`` on the sink's ratings with the same options; its fit seconds."""
     from recsys.model import fit
@@ -139,11 +157,15 @@ def main(argv=None) -> int:
                         choices=["bigquery_ml", "als_wr"], help="which NumPy floors to fit")
     parser.add_argument("--no-other-solver", action="store_true",
                         help="skip the second solver's fit")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare ALS script")
     args = parser.parse_args(argv)
 
     ratings = ensure_data(args.shape, args.seed, args.data_dir)
     cfg = load_config(args.config, [f"source.ratings={ratings}", *args.overrides])
     shutil.rmtree(os.path.join(cfg.sink.path, cfg.sink.dataset), ignore_errors=True)
+    bare = {} if args.no_bare else bare_script(
+        ratings, rank=cfg.model.num_factors, iterations=cfg.model.max_iterations,
+        driver_memory=cfg.spark.conf.get("spark.driver.memory", "4g"))
 
     memory = PeakMemory()
     memory.start()
@@ -183,6 +205,9 @@ def main(argv=None) -> int:
                         "driver_python": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10},
         "spark": settings,
     }
+    result.update(bare)
+    if bare:
+        result["pipeline_vs_bare"] = round(result["total_s"] / bare["bare_als_s"], 2)
     solver = cfg.model.solver
     result[f"{solver}_fit_s"] = result["train.als_fit_s"]
     result.update(others)

@@ -35,12 +35,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import pyarrow as pa
 from pyspark.errors import AnalysisException
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from recsys import bqml_als, ids
+from recsys import bqml_als, ids, prediction
 from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
 from recsys.errors import InputError
 from recsys.metrics import exact_avg, exact_sum
@@ -198,34 +200,12 @@ def _intercept_step(ratings, other, other_col, own_col, rating, global_mean, l2_
 
 # --- prediction --------------------------------------------------------------------------------
 
-def dot(left: str, right: str, size: int) -> Column:
-    """Dot product of two ARRAY<DOUBLE> columns of length ``size``, NULL when either is NULL.
-
-    Written out as left[0]*right[0] + left[1]*right[1] + ... (summed left to right): plain
-    arithmetic that Spark compiles, several times faster than a zip_with/aggregate lambda.
-    """
-    if size <= 0:
-        return F.when(F.col(left).isNotNull() & F.col(right).isNotNull(), F.lit(0.0))
-    terms = [F.col(left)[j] * F.col(right)[j] for j in range(size)]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
-
-
 def side(model: TrainedModel, which: str) -> DataFrame:
     """The user or item table renamed for joins: [id, _<which>_b, _<which>_f]."""
     table = model.users if which == "user" else model.items
     id_col = model.col_user if which == "user" else model.col_item
     return table.select(F.col(id_col), F.col(INTERCEPT).alias(f"_{which}_b"),
                         F.col(FACTORS).alias(f"_{which}_f"))
-
-
-def predicted(model: TrainedModel) -> Column:
-    """Score of a row joined with both sides (``side``); a missing side contributes nothing."""
-    return (F.lit(model.global_intercept) + F.coalesce(F.col("_user_b"), F.lit(0.0))
-            + F.coalesce(F.col("_item_b"), F.lit(0.0))
-            + F.coalesce(dot("_user_f", "_item_f", model.rank), F.lit(0.0)))
 
 
 def cast_ids(df: DataFrame, model: TrainedModel) -> DataFrame:
@@ -238,11 +218,28 @@ def cast_ids(df: DataFrame, model: TrainedModel) -> DataFrame:
 
 
 def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFrame:
-    """``pairs`` (with user and item columns) plus ``pred_col``; other columns are kept."""
+    """``pairs`` (with user and item columns) plus ``pred_col`` (``recsys.prediction``); other
+    columns are kept."""
     joined = (cast_ids(pairs, model).join(side(model, "user"), model.col_user, "left")
               .join(side(model, "item"), model.col_item, "left"))
-    return joined.withColumn(pred_col, predicted(model)).drop(
-        "_user_b", "_user_f", "_item_b", "_item_f")
+    kept = [f for f in joined.schema.fields
+            if f.name not in ("_user_b", "_user_f", "_item_b", "_item_f")]
+    out_schema = T.StructType(kept + [T.StructField(pred_col, T.DoubleType(), True)])
+    names, rank, global_intercept = [f.name for f in kept], model.rank, model.global_intercept
+
+    def score(batches):
+        for batch in batches:
+            column = batch.schema.get_field_index
+            value = prediction.pair_scores(
+                global_intercept + prediction.arrow_bias(batch.column(column("_user_b"))),
+                prediction.arrow_bias(batch.column(column("_item_b"))),
+                prediction.arrow_factors(batch.column(column("_user_f")), rank),
+                prediction.arrow_factors(batch.column(column("_item_f")), rank))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(column(n)) for n in names] + [pa.array(value, pa.float64())],
+                names=names + [pred_col])
+
+    return joined.mapInArrow(score, out_schema)
 
 
 # --- training ----------------------------------------------------------------------------------

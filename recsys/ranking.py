@@ -29,8 +29,8 @@ from pyspark.sql import functions as F
 
 from recsys import schemas
 from recsys.metrics import metrics_dict, regression_metrics
-from recsys.model import TrainedModel, predicted, score_pairs, side
-from recsys.recommend import supported_items
+from recsys.model import TrainedModel, score_pairs
+from recsys.recommend import ranked_top_k, supported_items
 
 RANKING_METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage",
                    "mean_popularity", "ranked_users")
@@ -52,18 +52,14 @@ def rating_metrics(model: TrainedModel, test: DataFrame, *, col_rating: str = "r
 def recommend_unseen(model: TrainedModel, train: DataFrame, users: DataFrame, *, k: int,
                      min_item_ratings: int = 0) -> DataFrame:
     """Top-k of every training item each given user has not rated in training:
-    [user, item, predicted, rank]. Items with fewer than ``min_item_ratings`` training ratings
+    [user, item, score, rank]. Items with fewer than ``min_item_ratings`` training ratings
     are not recommended (minimum support)."""
-    col_user, col_item = model.col_user, model.col_item
-    items = side(model, "item")
-    if min_item_ratings > 0:
-        items = items.join(supported_items(train, min_item_ratings, col_item=col_item), col_item)
-    candidates = (users.select(col_user).distinct().join(side(model, "user"), col_user, "left")
-                  .crossJoin(items)
-                  .join(train.select(col_user, col_item), [col_user, col_item], "left_anti"))
-    scored = candidates.select(col_user, col_item, predicted(model).alias("score"))
-    order = Window.partitionBy(col_user).orderBy(F.col("score").desc(), F.col(col_item).asc())
-    return scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k)
+    items = (supported_items(train, min_item_ratings, col_item=model.col_item)
+             if min_item_ratings > 0 else None)
+    best = ranked_top_k(model, k=k, users=users.select(model.col_user), items=items,
+                        exclude=train.select(model.col_user, model.col_item),
+                        col_prediction="score")
+    return best.withColumnRenamed("_rank", "rank")
 
 
 def ranking_metrics(top: DataFrame, test: DataFrame, train: DataFrame, *, k: int,

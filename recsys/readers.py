@@ -421,7 +421,7 @@ _SIMPLE_TYPES = (pa.int64(), pa.int64(), pa.float64(), pa.int64())
 # What the Arrow step adds to PARSED_RATINGS_SCHEMA's columns (but line_number): where each line
 # was read (for _numbered) and whether it is the header line at the top of its file.
 _ARROW_RATINGS_SCHEMA = StructType(
-    [f for f in PARSED_RATINGS_SCHEMA.fields if f.name != "line_number"]
+    [f for f in PARSED_RATINGS_SCHEMA.fields if f.name not in ("line_number", "source_file")]
     + [StructField("_file", StringType(), True), StructField("_start", LongType(), True),
        StructField("_id", LongType(), True), StructField("_top_header", BooleanType(), True)])
 
@@ -482,17 +482,18 @@ def _parse_ratings_text(spark: SparkSession, paths: Sequence[str], parser: forma
     """
     lines = _text_lines(spark, paths).withColumn("_id", F.monotonically_increasing_id())
     parse = _arrow_ratings_parser(parser, layout)
-    parsed = lines.select("value", "source_file", "_file", "_start", "_id").mapInArrow(
+    # The file's display name is added after the parse, so that it is not carried per line.
+    parsed = lines.select("value", "_file", "_start", "_id").mapInArrow(
         parse, _ARROW_RATINGS_SCHEMA)
     if cache:
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = _numbered(parsed).where(~F.col("_top_header")).select(
-        *PARSED_RATINGS_SCHEMA.fieldNames())
+    rows = (_numbered(parsed.withColumn("source_file", display_file_column("_file")))
+            .where(~F.col("_top_header")).select(*PARSED_RATINGS_SCHEMA.fieldNames()))
     return Parsed(rows, (parsed,) if cache else ())
 
 
 def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
-    """The mapInArrow function: text batches (value, source_file, _file, _start, _id) to
+    """The mapInArrow function: text batches (value, _file, _start, _id) to
     _ARROW_RATINGS_SCHEMA batches, the simple lines first, then the others."""
     pattern = layout.simple_line()
     width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
@@ -551,7 +552,7 @@ def _simple_batch(batch: pa.RecordBatch, raw: pa.Array, layout: _Layout, names) 
         empty = pc.equal(pc.utf8_length(field), 0)  # only an optional timestamp can be empty
         values.append(pc.if_else(empty, pa.scalar(None, pa.string()), field).cast(kind))
     return pa.RecordBatch.from_arrays(
-        values + [text, pa.nulls(len(text), pa.string()), batch.column("source_file"),
+        values + [text, pa.nulls(len(text), pa.string()),
                   batch.column("_file"), batch.column("_start"), batch.column("_id"),
                   _constant(False, len(text))], names=names)
 
@@ -560,19 +561,17 @@ def _python_batch(batch: pa.RecordBatch, raw: pa.Array, first: pa.Array,
                   parser: formats.LineParser, width: int, names) -> pa.RecordBatch:
     """Lines parsed one by one by ``formats`` (``_parse_line``): values or the reason."""
     rows = []
-    for line, is_first, file in zip(raw.to_pylist(), first.to_pylist(),
-                                    batch.column("source_file").to_pylist()):
+    for line, is_first in zip(raw.to_pylist(), first.to_pylist()):
         # Undecodable bytes become U+FFFD, which _parse_line rejects, as Java's decoder does.
         row = _parse_line(parser, width, line.decode("utf-8", errors="replace"),
-                          0 if is_first else 1, file)
+                          0 if is_first else 1)
         rows.append(row)
     columns = [[None if r is None else r[k] for r in rows] for k in range(width)]
     text = [None if r is None else r[width + 1] for r in rows]
     reason = [None if r is None else r[width + 2] for r in rows]
     return pa.RecordBatch.from_arrays(
         [pa.array(c, kind) for c, kind in zip(columns, _SIMPLE_TYPES)]
-        + [pa.array(text, pa.string()), pa.array(reason, pa.string()),
-           batch.column("source_file"), batch.column("_file"), batch.column("_start"),
+        + [pa.array(text, pa.string()), pa.array(reason, pa.string()), batch.column("_file"), batch.column("_start"),
            batch.column("_id"), pa.array([r is None for r in rows], pa.bool_())], names=names)
 
 

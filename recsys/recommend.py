@@ -1,14 +1,15 @@
 """ML.RECOMMEND and the top-k table.
 
-Predictions come from the model's side tables (``recsys.model.side``/``predicted``), computed in
-Spark without Python UDFs: global + user intercept + item intercept + x_u . y_i, where an unknown
-user or item contributes nothing (BigQuery ML's fallback to the known side's intercept).
-Top-k ranks by ``predicted DESC, item ASC`` so ties always resolve the same way.
+Every prediction is ``recsys.prediction``'s formula, computed in the tasks on Arrow batches: an
+unknown user or item contributes nothing (BigQuery ML's fallback to the known side's intercept).
+Top-k ranks by ``predicted DESC, item ASC`` (``TOP_K_ORDER``) so ties always resolve the same way.
 
-``top_k_for_users`` takes the top-k for every user without materialising the user x item
-pairs: the item side is broadcast once and each task scores a block of users against it with
-one matrix product (the blocked BLAS scheme of pyspark.ml's ``recommendForAllUsers``), keeping
-only k rows per user. ``top_k`` ranks an arbitrary predictions table (ML.RECOMMEND's pairs input).
+Crosses (ML.RECOMMEND without an input, or with only users or only items) broadcast the other
+side once and score a block of rows against it per task. ``top_k_for_users`` takes the top-k
+for every user without materialising the user x item pairs: each task scores a block of users
+against the broadcast items with one matrix product (the blocked BLAS scheme of pyspark.ml's
+``recommendForAllUsers``) to find candidates, re-scores those with the formula, and keeps k rows
+per user. ``top_k`` ranks an arbitrary predictions table (ML.RECOMMEND's pairs input).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.types import IntegerType, StructField, StructType
 
-from recsys import schemas
+from recsys import prediction, schemas
 from recsys.errors import InputError
-from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, predicted, score_pairs, side
+from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, score_pairs
 
 # Rows of the all-pairs ML.RECOMMEND table per partition (and so per written file).
 PAIRS_PER_PARTITION = 4_000_000
@@ -52,10 +56,10 @@ def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
     """
     col_user, col_item = model.col_user, model.col_item
     pred_col = prediction_column(model, col_rating)
-    users, items = side(model, "user"), side(model, "item")
     if input_df is None:
-        users = users.repartition(_pair_partitions(model), col_user)
-        return users.crossJoin(items).select(predicted(model).alias(pred_col), col_user, col_item)
+        users = model.users.select(col_user, INTERCEPT, FACTORS)
+        return _cross(model, users.repartition(_pair_partitions(model), col_user), "user",
+                      pred_col)
     has_user, has_item = col_user in input_df.columns, col_item in input_df.columns
     if has_user and has_item:
         passthrough = [c for c in input_df.columns if c not in (col_user, col_item)]
@@ -64,11 +68,67 @@ def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
     if not (has_user or has_item) or len(input_df.columns) != 1:
         raise InputError(f"recommend input must have both {col_user!r} and {col_item!r} columns, "
                          f"or exactly one of them (columns: {', '.join(input_df.columns)})")
-    given_col = col_user if has_user else col_item
+    given_col, which = (col_user, "user") if has_user else (col_item, "item")
+    table = model.users if has_user else model.items
     given = cast_ids(input_df, model).select(given_col).distinct()
-    own, other = (users, items) if has_user else (items, users)
-    joined = given.join(own, given_col, "left").crossJoin(other)
-    return joined.select(predicted(model).alias(pred_col), col_user, col_item)
+    own = given.join(table.select(given_col, INTERCEPT, FACTORS), given_col, "left")
+    return _cross(model, own, which, pred_col)
+
+
+def _local_side(table: DataFrame, id_col: str, rank: int):
+    """A side table collected for broadcasting: ids (sorted), intercepts, factors (n, rank)."""
+    local = table.select(id_col, INTERCEPT, FACTORS).toPandas()
+    local = local.sort_values(id_col, kind="stable").reset_index(drop=True)
+    factors = np.array([f if f is not None else [0.0] * rank for f in local[FACTORS]],
+                       dtype=float).reshape(len(local), rank)
+    return local[id_col].to_numpy(), local[INTERCEPT].fillna(0.0).to_numpy(dtype=float), factors
+
+
+def _cross(model: TrainedModel, own: DataFrame, which: str, pred_col: str) -> DataFrame:
+    """(pred, user, item) for every row of ``own`` ([id, intercept, factors] of the ``which``
+    side, NULLs for unknown ids) x every row of the other side's model table."""
+    col_user, col_item = model.col_user, model.col_item
+    own_col, other_col = (col_user, col_item) if which == "user" else (col_item, col_user)
+    other_table = model.items if which == "user" else model.users
+    other_ids, other_bias, other_factors = _local_side(other_table, other_col, model.rank)
+    spark = model.users.sparkSession
+    shared = spark.sparkContext.broadcast((other_ids, other_bias, other_factors))
+    schema = T.StructType([T.StructField(pred_col, T.DoubleType(), True),
+                           model.users.schema[col_user], model.items.schema[col_item]])
+    rank, global_intercept = model.rank, model.global_intercept
+    other_type = other_table.schema[other_col].dataType
+    own_is_user = which == "user"
+
+    def score(batches):
+        ids_, bias_, factors_ = shared.value
+        other_array = pa.array(ids_, type=_arrow_type(other_type))
+        for batch in batches:
+            column = batch.schema.get_field_index
+            own_ids = batch.column(column(own_col))
+            own_bias = prediction.arrow_bias(batch.column(column(INTERCEPT)))
+            own_factors = prediction.arrow_factors(batch.column(column(FACTORS)), rank)
+            for start, stop in prediction.cross_blocks(len(own_ids), len(ids_)):
+                if own_is_user:
+                    values = prediction.cross_scores(global_intercept + own_bias[start:stop],
+                                                     bias_, own_factors[start:stop], factors_)
+                else:  # items x users: the same cells, (base + item) and products commute
+                    values = prediction.cross_scores(own_bias[start:stop],
+                                                     global_intercept + bias_,
+                                                     own_factors[start:stop], factors_)
+                repeated = pc.take(own_ids, np.repeat(np.arange(start, stop), len(ids_)))
+                tiled = pc.take(other_array, np.tile(np.arange(len(ids_)), stop - start))
+                users, items = (repeated, tiled) if own_is_user else (tiled, repeated)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(values.ravel(), pa.float64()), users, items],
+                    names=[pred_col, col_user, col_item])
+
+    return own.mapInArrow(score, schema)
+
+
+def _arrow_type(spark_type: T.DataType) -> pa.DataType:
+    """The Arrow type Spark exchanges for an id column type."""
+    return {T.LongType: pa.int64(), T.IntegerType: pa.int32(), T.StringType: pa.string(),
+            T.ShortType: pa.int16(), T.ByteType: pa.int8()}[type(spark_type)]
 
 
 def _pair_partitions(model: TrainedModel) -> int:
@@ -137,17 +197,23 @@ def top_k_for_users(model: TrainedModel, *, k: int, users: Optional[DataFrame] =
     ``supported_items``), ``movies`` for titles. The item side (ids, intercepts, factors) is
     collected and broadcast: a few MB even for ML-25M's 59k items.
     """
-    col_user, col_item = model.col_user, model.col_item
     pred_col = prediction_column(model, col_rating)
+    best = ranked_top_k(model, k=k, users=users, exclude=exclude, items=items,
+                        col_prediction=pred_col)
+    return _assemble(best, movies=movies, col_user=model.col_user, col_item=model.col_item,
+                     col_prediction=pred_col)
+
+
+def ranked_top_k(model: TrainedModel, *, k: int, users: Optional[DataFrame] = None,
+                 exclude: Optional[DataFrame] = None, items: Optional[DataFrame] = None,
+                 col_prediction: str = "predicted_rating") -> DataFrame:
+    """``top_k_for_users``'s rows before they are grouped: [user, item, prediction, _rank]."""
+    col_user, col_item = model.col_user, model.col_item
+    pred_col = col_prediction
     item_table = model.items
     if items is not None:
         item_table = item_table.join(cast_ids(items, model).select(col_item).distinct(), col_item)
-    local = item_table.select(col_item, INTERCEPT, FACTORS).toPandas()
-    local = local.sort_values(col_item, kind="stable").reset_index(drop=True)
-    item_ids = local[col_item].to_numpy()
-    item_bias = local[INTERCEPT].fillna(0.0).to_numpy(dtype=float)
-    item_factors = np.array([f if f is not None else [0.0] * model.rank
-                             for f in local[FACTORS]], dtype=float).reshape(len(local), model.rank)
+    item_ids, item_bias, item_factors = _local_side(item_table, col_item, model.rank)
     spark = model.users.sparkSession
     shared = spark.sparkContext.broadcast((item_ids, item_bias, item_factors))
 
@@ -178,9 +244,7 @@ def top_k_for_users(model: TrainedModel, *, k: int, users: Optional[DataFrame] =
                 yield _block_top_k(batch.iloc[start:start + step], k, ids_, bias_, factors_,
                                    global_intercept, col_user, col_item, pred_col)
 
-    best = user_side.mapInPandas(score, out_schema)
-    return _assemble(best, movies=movies, col_user=col_user, col_item=col_item,
-                     col_prediction=pred_col)
+    return user_side.mapInPandas(score, out_schema)
 
 
 def _block_top_k(block: pd.DataFrame, k: int, item_ids: np.ndarray, item_bias: np.ndarray,
@@ -206,15 +270,13 @@ def _block_top_k(block: pd.DataFrame, k: int, item_ids: np.ndarray, item_bias: n
     kth = np.partition(scores, n_items - take, axis=1)[:, n_items - take]
     near = scores >= (kth - 1e-9 * (np.abs(kth) + 1.0))[:, None]
     users_out, items_out, values_out, ranks_out = [], [], [], []
-    base = global_intercept + user_bias  # the SQL formula's order: global + user + item + dot
+    base = global_intercept + user_bias
     for row in range(n_users):
         candidates = np.flatnonzero(near[row] & np.isfinite(scores[row]))
-        # Re-scored exactly as recsys.model.predicted does in SQL (a left-to-right sum), so the
-        # values and their order match the all-pairs table bit for bit.
-        product_sum = np.zeros(len(candidates))
-        for j in range(rank):
-            product_sum = product_sum + user_factors[row, j] * item_factors[candidates, j]
-        exact = (base[row] + item_bias[candidates]) + product_sum
+        # Re-scored with the one formula, so the values and their order match the all-pairs
+        # table bit for bit.
+        exact = prediction.pair_scores(base[row], item_bias[candidates], user_factors[row],
+                                       item_factors[candidates])
         # Best first, ties by item id (positions in the id-sorted item array).
         order = np.lexsort((candidates, -exact))[:k]
         users_out.append(np.full(len(order), row))

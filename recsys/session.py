@@ -26,13 +26,6 @@ DEFAULT_CONF = {
 }
 
 
-# The JVM does not JIT-compile methods over 8000 bytecode bytes by default, and Spark's generated
-# code for a prediction (34 products summed, recsys.model.dot) is bigger: interpreted, the 22 M
-# all-pairs predictions of ML-1M took 158 s instead of 7 s (README "Performance"). Appended to
-# any extraJavaOptions the config sets, for the driver and the executors.
-JVM_OPTIONS = "-XX:-DontCompileHugeMethods"
-JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
-
 # Driver settings read only when the driver JVM is launched. Under spark-submit (and on Dataproc)
 # that JVM already runs when the builder is called, so they must be given to spark-submit
 # (--driver-memory, --conf/--properties) or as batch properties; the builder cannot apply them.
@@ -120,11 +113,6 @@ def build_session(spark_cfg: Optional[SparkConfig] = None,
         print(f"recsys: warning: {', '.join(ignored)} in spark.conf cannot take effect: the "
               f"driver JVM is already running; pass it to spark-submit (--driver-memory, "
               f"--conf) or as a batch property", file=sys.stderr, flush=True)
-    # Appended for both sides; the driver's copy only takes effect when this call launches the
-    # JVM (plain python): under spark-submit pass it as spark.driver.extraJavaOptions there.
-    for key in JAVA_OPTION_KEYS:
-        if JVM_OPTIONS not in conf.get(key, ""):
-            conf[key] = f"{conf.get(key, '')} {JVM_OPTIONS}".strip()
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
