@@ -38,6 +38,15 @@ def frame(spark, values, type_name, *, shuffle_seed=None, partitions=None):
     return df.repartition(partitions) if partitions else df
 
 
+@pytest.fixture(autouse=True, params=["driver", "distributed"])
+def index_path(request, monkeypatch):
+    """Every test on both ways of numbering ids: collected on the driver (up to
+    ids.LOCAL_INDEX_MAX ids) and the distributed sort (forced by a limit of 0)."""
+    if request.param == "distributed":
+        monkeypatch.setattr(ids, "LOCAL_INDEX_MAX", 0)
+    return request.param
+
+
 @pytest.fixture
 def many_partitions(spark):
     """More range partitions than ids per partition, not coalesced: offsets must be right."""
