@@ -48,3 +48,20 @@ def test_log_error_is_null_where_undefined(spark):
     got = metrics_dict(regression_metrics(df))
     assert got["mean_squared_log_error"] is None
     assert got["mean_absolute_error"] == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize("n", [300_000, 300_001])
+def test_median_is_exact_where_only_the_middle_is_collected(spark, n, monkeypatch):
+    """Enough rows that the approximate bounds leave most values out (6 / MEDIAN_ACCURACY of
+    them are collected); every error distinct but for a block of repeated rows (ties)."""
+    from recsys import metrics
+
+    monkeypatch.setattr(metrics, "MEDIAN_ACCURACY", 1000)
+    rng = np.random.default_rng(n)
+    label = rng.integers(1, 11, size=n) / 2.0
+    pred = label + rng.normal(0.0, 1.0, size=n)
+    pred[: n // 10] = pred[n // 10: 2 * (n // 10)]  # repeated errors
+    label[: n // 10] = label[n // 10: 2 * (n // 10)]
+    pdf = __import__("pandas").DataFrame({"rating": label, "predicted_rating": pred})
+    got = metrics_dict(regression_metrics(spark.createDataFrame(pdf)))
+    assert got["median_absolute_error"] == np.median(np.abs(label - pred))
