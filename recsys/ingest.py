@@ -162,10 +162,10 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
     ``table_reader`` reads table sources (BigQuery tables or queries).
     """
     files = readers.resolve_files(source, spark)
-    parsed = readers.parse_ratings(spark, source, files.ratings, table_reader)
-    classified = classify_ratings(parsed.rows, ingest_cfg).persist(StorageLevel.MEMORY_AND_DISK)
-    ratings_stats = reject_stats(classified, files.ratings_label)  # computes classified
-    parsed.release()
+    classified = classify_ratings(
+        readers.read_ratings(spark, source, files.ratings, table_reader), ingest_cfg)
+    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    ratings_stats = reject_stats(classified, files.ratings_label)
     movies = movies_rejected = movies_stats = None
     if files.movies is not None:
         movies_classified = classify_movies(

@@ -16,16 +16,14 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import (BooleanType, DoubleType, LongType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from recsys import download, formats
 from recsys.config import SourceConfig
@@ -191,46 +189,26 @@ def _inside(folder: Optional[str], path: Optional[str]) -> Optional[str]:
 TableReader = Callable[[str], DataFrame]
 
 
-@dataclass(frozen=True)
-class Parsed:
-    """Parsed rows (PARSED_*_SCHEMA) and the cached frames they are computed from, held until
-    ``release``: the rows are read more than once downstream, the source only once."""
-
-    rows: DataFrame
-    cached: Tuple[DataFrame, ...] = ()
-
-    def release(self) -> None:
-        """Drop the cached frames (once what reads the rows is itself cached or written)."""
-        for frame in self.cached:
-            frame.unpersist()
-
-
-def parse_ratings(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
-                  table_reader: Optional[TableReader] = None, *, cache: bool = True) -> Parsed:
+def read_ratings(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
+                 table_reader: Optional[TableReader] = None) -> DataFrame:
     """Parse ratings files (or a table) into PARSED_RATINGS_SCHEMA rows (good and bad).
 
     ``path``: one file or a list of files (``resolve_files``); every file is numbered from line
     1 and recognises its own header. ``table_reader`` reads table sources (BigQuery). Text
-    files are read and parsed once; with ``cache`` the parsed lines are kept (``Parsed.release``).
+    files are parsed once, in the tasks (see "ratings text" below).
     """
     files = entries(path)
     cols = source.rating_columns
     columns = (cols.user, cols.item, cols.rating, cols.timestamp)
     if source.format in ("parquet", "bigquery"):
-        return Parsed(_parse_table(spark, source, files, table_reader, columns,
-                                   formats._mapped_rating, PARSED_RATINGS_SCHEMA))
+        return _parse_table(spark, source, files, table_reader, columns, formats._mapped_rating,
+                            PARSED_RATINGS_SCHEMA)
     header = ()
     if source.format == "csv":  # the header names the columns: each file's first line
         header = _shared_header(
             [(f, spark.sparkContext.textFile(_hadoop_name(f)).take(1)) for f in files], source)
     parser = _parser_or_fail(formats.ratings_parser, source, header, columns, files[0])
-    return _parse_ratings_text(spark, files, parser, _layout(source, parser, columns), cache)
-
-
-def read_ratings(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
-                 table_reader: Optional[TableReader] = None) -> DataFrame:
-    """``parse_ratings``'s rows, nothing cached (each action reads the source again)."""
-    return parse_ratings(spark, source, path, table_reader, cache=False).rows
+    return _parse_ratings_text(spark, files, parser, _layout(source, parser, columns))
 
 
 def read_movies(spark: SparkSession, source: SourceConfig, path: Union[str, Sequence[str]],
@@ -261,18 +239,6 @@ def _hadoop_name(path: str) -> str:
     return path
 
 
-def _text_lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    """``value`` of each line of UTF-8/ASCII text files, with ``_file`` and ``_start``, the
-    file and start of the split it was read from (for ``_numbered``), and ``source_file``.
-
-    Hadoop's line reader ends lines at LF, CRLF or CR; bytes that are not UTF-8 read as U+FFFD.
-    """
-    lines = spark.read.text([_hadoop_name(p) for p in entries(paths)]).select(
-        "value", F.col("_metadata.file_path").alias("_file"),
-        F.col("_metadata.file_block_start").alias("_start"))
-    return lines.withColumn("source_file", display_file_column("_file"))
-
-
 def display_file_column(name: str) -> Column:
     """The file a row came from, as ``resolve_files`` names it, from column ``name`` holding
     Spark's ``_metadata.file_path`` (or binaryFile's ``path``): a URI with %-escapes
@@ -284,7 +250,8 @@ def display_file_column(name: str) -> Column:
 
 
 def _numbered(lines: DataFrame) -> DataFrame:
-    """``lines`` (from ``_text_lines``, no row dropped) with their 1-based ``line_number``.
+    """``lines`` (rows of files with ``_file`` and ``_start``, the file and start of the split
+    each was read from; no row dropped) with their 1-based ``line_number``.
 
     Each split of a file is read by one task, so within a split the row ids are consecutive;
     a line's number is its position in its split plus the line counts of the file's earlier
@@ -418,12 +385,6 @@ _RATINGS_SEPARATORS = {"ml-1m": "::", "ml-100k": "\t", "ml-latest": ","}  # as i
 # rating (finite) and an unsigned timestamp of at most 11 digits (within the TIMESTAMP range).
 _SIMPLE_FIELDS = (r"\d{1,18}", r"\d{1,18}", r"\d{1,15}(\.\d{1,15})?", r"\d{1,11}")
 _SIMPLE_TYPES = (pa.int64(), pa.int64(), pa.float64(), pa.int64())
-# What the Arrow step adds to PARSED_RATINGS_SCHEMA's columns (but line_number): where each line
-# was read (for _numbered) and whether it is the header line at the top of its file.
-_ARROW_RATINGS_SCHEMA = StructType(
-    [f for f in PARSED_RATINGS_SCHEMA.fields if f.name not in ("line_number", "source_file")]
-    + [StructField("_file", StringType(), True), StructField("_start", LongType(), True),
-       StructField("_id", LongType(), True), StructField("_top_header", BooleanType(), True)])
 
 
 @dataclass(frozen=True)
@@ -474,72 +435,92 @@ def _re_char(c: str) -> str:
 
 
 def _parse_ratings_text(spark: SparkSession, paths: Sequence[str], parser: formats.LineParser,
-                        layout: _Layout, cache: bool) -> "Parsed":
+                        layout: _Layout) -> DataFrame:
     """PARSED_RATINGS_SCHEMA rows of text files, parsed in one pass (see above).
 
-    The parsed lines are numbered from the per-split line counts (``_numbered``); with
-    ``cache`` they are held in memory (and disk) so that the counts do not parse them again.
+    Line numbers come from the line count of every split of the files (``_split_lines``: a
+    scan that reads the text but parses nothing), broadcast to the parsing tasks: a task reads
+    each of its splits whole and in order, so a line's number is its split's first line number
+    plus its position in the split.
     """
-    lines = _text_lines(spark, paths).withColumn("_id", F.monotonically_increasing_id())
-    parse = _arrow_ratings_parser(parser, layout)
-    # The file's display name is added after the parse, so that it is not carried per line.
-    parsed = lines.select("value", "_file", "_start", "_id").mapInArrow(
-        parse, _ARROW_RATINGS_SCHEMA)
-    if cache:
-        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = (_numbered(parsed.withColumn("source_file", display_file_column("_file")))
-            .where(~F.col("_top_header")).select(*PARSED_RATINGS_SCHEMA.fieldNames()))
-    return Parsed(rows, (parsed,) if cache else ())
+    splits = spark.sparkContext.broadcast(_split_lines(spark, paths))
+    lines = spark.read.text([_hadoop_name(p) for p in entries(paths)]).select(
+        "value", F.xxhash64(F.col("_metadata.file_path")).alias("_file"),
+        F.col("_metadata.file_block_start").alias("_start"))
+    return lines.mapInArrow(_arrow_ratings_parser(parser, layout, splits),
+                            PARSED_RATINGS_SCHEMA)
 
 
-def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
-    """The mapInArrow function: text batches (value, _file, _start, _id) to
-    _ARROW_RATINGS_SCHEMA batches, the simple lines first, then the others."""
+def _split_lines(spark: SparkSession, paths: Sequence[str]) -> Dict[Tuple[int, int], Tuple[int, str]]:
+    """(file hash, split start) -> (number of the split's first line, the file's display name)."""
+    text = spark.read.text([_hadoop_name(p) for p in entries(paths)])
+    counts = (text.groupBy(F.col("_metadata.file_path").alias("path"),
+                           F.col("_metadata.file_block_start").alias("start")).count()
+              .select(F.xxhash64("path").alias("file"), "start", "count",
+                      display_file_column("path").alias("name")).collect())
+    table, next_line = {}, {}
+    for row in sorted(counts, key=lambda r: (r["file"], r["start"])):
+        first = next_line.get(row["file"], 1)
+        table[(row["file"], row["start"])] = (first, row["name"])
+        next_line[row["file"]] = first + row["count"]
+    return table
+
+
+def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout, splits):
+    """The mapInArrow function: text batches (value, _file hash, _start) to
+    PARSED_RATINGS_SCHEMA batches, the simple lines first, then the others."""
     pattern = layout.simple_line()
     width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
-    names = _ARROW_RATINGS_SCHEMA.fieldNames()
+    names = PARSED_RATINGS_SCHEMA.fieldNames()
 
     def parse(batches):
-        previous = None  # (file, start) of the last line of the previous batch in this task
+        seen: Dict[Tuple[int, int], int] = {}  # lines of each split read so far by this task
         for batch in batches:
-            first, previous = _first_lines(batch.column("_file"), batch.column("_start"),
-                                           previous)
+            numbers, files = _line_numbers(batch, splits.value, seen)
             # Lines are bytes here: Spark hands over what it read, not always valid UTF-8.
             raw = batch.column("value").cast(pa.binary())
-            simple = (pc.and_not(pc.match_substring_regex(raw, pattern), first)
+            # Line 1 may be a header or start with a BOM: formats' parser decides.
+            simple = (pc.and_not(pc.match_substring_regex(raw, pattern),
+                                 pa.array(numbers == 1))
                       if pattern else _constant(False, len(raw)))
-            yield _simple_batch(batch.filter(simple), raw.filter(simple), layout, names)
-            others = pc.invert(simple)
-            yield _python_batch(batch.filter(others), raw.filter(others), first.filter(others),
-                                parser, width, names)
+            mask = simple.to_numpy(zero_copy_only=False)
+            yield _simple_batch(raw.filter(simple), numbers[mask], files.filter(simple), layout,
+                                names)
+            yield _python_batch(raw.filter(pc.invert(simple)), numbers[~mask],
+                                files.filter(pc.invert(simple)), parser, width, names)
 
     return parse
 
 
-def _first_lines(files: pa.Array, starts: pa.Array, previous) -> Tuple[pa.Array, tuple]:
-    """Which lines of a batch are line 1 of their file, and the (file, start) of its last line.
-
-    A task reads each of its splits whole and in order, so a line is line 1 of its file when
-    it opens a split (its split differs from the line before) that starts at byte 0.
-    """
-    n = len(files)
-    if n == 0:
-        return pa.array([], pa.bool_()), previous
-    start = starts.to_numpy(zero_copy_only=False)
-    same = np.zeros(n, dtype=bool)
-    same[0] = previous == (files[0].as_py(), int(start[0]))
-    if n > 1:
-        same[1:] = (start[1:] == start[:-1]) & pc.equal(files.slice(1), files.slice(0, n - 1)
-                                                        ).to_numpy(zero_copy_only=False)
-    first = ~same & (start == 0)
-    return pa.array(first), (files[n - 1].as_py(), int(start[n - 1]))
+def _line_numbers(batch: pa.RecordBatch, splits, seen) -> Tuple[np.ndarray, pa.Array]:
+    """Each line's number in its file and the file's display name, for a batch of lines in
+    read order; ``seen`` (updated) counts the lines of each split read before this batch."""
+    file = batch.column("_file").to_numpy(zero_copy_only=False)
+    start = batch.column("_start").to_numpy(zero_copy_only=False)
+    n = len(file)
+    numbers, name_of_run = np.empty(n, dtype=np.int64), []
+    run = np.zeros(n, dtype=np.int64)
+    opens = np.ones(n, dtype=bool)
+    opens[1:] = (file[1:] != file[:-1]) | (start[1:] != start[:-1])
+    starts = np.flatnonzero(opens)
+    for k, a in enumerate(starts):
+        b = starts[k + 1] if k + 1 < len(starts) else n
+        key = (int(file[a]), int(start[a]))
+        first, name = splits[key]
+        before = seen.get(key, 0)
+        numbers[a:b] = first + before + np.arange(b - a)
+        seen[key] = before + (b - a)
+        run[a:b] = k
+        name_of_run.append(name)
+    return numbers, pc.take(pa.array(name_of_run, pa.string()), pa.array(run))
 
 
 def _constant(value: bool, n: int) -> pa.Array:
     return pa.array(np.full(n, value))
 
 
-def _simple_batch(batch: pa.RecordBatch, raw: pa.Array, layout: _Layout, names) -> pa.RecordBatch:
+def _simple_batch(raw: pa.Array, numbers: np.ndarray, files: pa.Array, layout: _Layout,
+                  names) -> pa.RecordBatch:
     """Simple lines split and cast column-wise; their reason is NULL."""
     text = raw.cast(pa.string())  # simple lines are ASCII
     fields = pc.split_pattern(text, layout.separator)
@@ -552,27 +533,24 @@ def _simple_batch(batch: pa.RecordBatch, raw: pa.Array, layout: _Layout, names) 
         empty = pc.equal(pc.utf8_length(field), 0)  # only an optional timestamp can be empty
         values.append(pc.if_else(empty, pa.scalar(None, pa.string()), field).cast(kind))
     return pa.RecordBatch.from_arrays(
-        values + [text, pa.nulls(len(text), pa.string()),
-                  batch.column("_file"), batch.column("_start"), batch.column("_id"),
-                  _constant(False, len(text))], names=names)
+        values + [pa.array(numbers, pa.int64()), text, pa.nulls(len(text), pa.string()), files],
+        names=names)
 
 
-def _python_batch(batch: pa.RecordBatch, raw: pa.Array, first: pa.Array,
+def _python_batch(raw: pa.Array, numbers: np.ndarray, files: pa.Array,
                   parser: formats.LineParser, width: int, names) -> pa.RecordBatch:
-    """Lines parsed one by one by ``formats`` (``_parse_line``): values or the reason."""
+    """Lines parsed one by one by ``formats`` (``_parse_line``): values or the reason; the
+    header line at the top of a file is no row at all."""
     rows = []
-    for line, is_first in zip(raw.to_pylist(), first.to_pylist()):
+    for line, number, file in zip(raw.to_pylist(), numbers.tolist(), files.to_pylist()):
         # Undecodable bytes become U+FFFD, which _parse_line rejects, as Java's decoder does.
-        row = _parse_line(parser, width, line.decode("utf-8", errors="replace"),
-                          0 if is_first else 1)
-        rows.append(row)
-    columns = [[None if r is None else r[k] for r in rows] for k in range(width)]
-    text = [None if r is None else r[width + 1] for r in rows]
-    reason = [None if r is None else r[width + 2] for r in rows]
+        row = _parse_line(parser, width, line.decode("utf-8", errors="replace"), number - 1,
+                          file)
+        if row is not None:
+            rows.append(row)
+    kinds = list(_SIMPLE_TYPES) + [pa.int64(), pa.string(), pa.string(), pa.string()]
     return pa.RecordBatch.from_arrays(
-        [pa.array(c, kind) for c, kind in zip(columns, _SIMPLE_TYPES)]
-        + [pa.array(text, pa.string()), pa.array(reason, pa.string()), batch.column("_file"), batch.column("_start"),
-           batch.column("_id"), pa.array([r is None for r in rows], pa.bool_())], names=names)
+        [pa.array([r[k] for r in rows], kind) for k, kind in enumerate(kinds)], names=names)
 
 
 def _parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str],

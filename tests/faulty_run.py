@@ -8,7 +8,6 @@ end with the same tables as a clean one. Without --inject nothing fails. Test co
 product has no fault-injection hook.
 """
 
-import dataclasses
 import os
 import sys
 
@@ -18,12 +17,11 @@ from recsys.pipeline import run_pipeline
 
 
 def inject_one_failure(marker: str) -> None:
-    """Wrap ``readers.parse_ratings`` so its first task fails once, leaving ``marker``."""
-    original = readers.parse_ratings
+    """Wrap ``readers.read_ratings`` so its first task fails once, leaving ``marker``."""
+    original = readers.read_ratings
 
-    def failing_parse_ratings(*args, **kwargs):
+    def failing_read_ratings(*args, **kwargs):
         parsed = original(*args, **kwargs)
-        rows = parsed.rows
 
         def identity_failing_once(batches):
             try:
@@ -33,10 +31,9 @@ def inject_one_failure(marker: str) -> None:
                 return
             raise RuntimeError("injected task failure")
 
-        return dataclasses.replace(parsed, rows=rows.mapInPandas(identity_failing_once,
-                                                                 rows.schema))
+        return parsed.mapInPandas(identity_failing_once, parsed.schema)
 
-    readers.parse_ratings = failing_parse_ratings
+    readers.read_ratings = failing_read_ratings
 
 
 if __name__ == "__main__":
