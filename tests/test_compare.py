@@ -380,11 +380,11 @@ def test_report_markdown_and_svgs(compared, world):
 
 
 def test_svgs_are_deterministic(world):
-    from recsys import report as rpt
+    from recsys.compare import svg
 
-    one = rpt.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
+    one = svg.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
                          xlabel="x", ylabel="y")
-    assert one == rpt.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
+    assert one == svg.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
                                  xlabel="x", ylabel="y")
     assert one.count("<circle") == 3
 
@@ -591,7 +591,7 @@ def test_bad_input_fails_before_any_table_is_written(spark, world, tmp_path):
 
 
 def test_verdict_rules():
-    from recsys import verdict
+    from recsys.compare import verdict
     from recsys.config import CompareTolerances
 
     tol = CompareTolerances(metric_relative_difference=0.01, prediction_rmse=0.1,
@@ -634,9 +634,9 @@ def test_report_opens_with_the_verdict_and_its_figures(compared, world):
 
 
 def rpt_fmt(x):
-    from recsys import report as rpt
+    from recsys.compare.text import fmt
 
-    return rpt.fmt(float(x))
+    return fmt(float(x))
 
 
 def test_session_conf_adds_avro_and_connector_only_for_compare():
