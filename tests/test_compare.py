@@ -426,6 +426,26 @@ def test_csv_exports_and_int_vs_string_ids(spark, world, tmp_path):
         assert per_user.loc[str(u), "overlap"] == len(set(a) & set(r_list))
 
 
+def test_titles_resolve_to_text_ids_under_ansi(spark):
+    """A titles-only top-k list mapped through a movies table whose ids are text (product codes
+    such as 'B0001'): a title shared by several movies counts as the smallest id, integers by
+    value before text. A plain cast to BIGINT raised CAST_INVALID_INPUT under ANSI mode."""
+    from recsys.compare.frames import resolve_titles, title_index
+
+    assert spark.conf.get("spark.sql.ansi.enabled") == "true"
+    movies = spark.createDataFrame([("B0002", "Dup"), ("B0001", "Dup"), ("10", "Dup"),
+                                    ("9", "Dup"), ("B0003", "One"), ("B0004", "Two")],
+                                   "movie_id string, movie_title string")
+    schema = "user string, rank long, item string, title string, prediction double"
+    top = spark.createDataFrame([("u1", 1, None, "Dup", 4.0), ("u1", 2, None, "One", 3.0),
+                                 ("u2", 1, None, "Dup", 2.0), ("u2", 2, None, "Gone", 1.0)],
+                                schema)
+    other = spark.createDataFrame([("u2", 1, "B0001", "Dup", 5.0)], schema)
+    got = resolve_titles(top, title_index(movies), other).orderBy("user", "rank").collect()
+    assert [(r.user, r.item, r.title_ids) for r in got] == [
+        ("u1", "9", 4), ("u1", "B0003", 1), ("u2", "B0001", 4), ("u2", "title:Gone", 0)]
+
+
 def test_tutorial_top5_as_json_and_parquet_reads_the_same(spark, world, tmp_path):
     """The tutorial's top-5 table (f0_ ARRAY<STRUCT<movie_title, genre, predicted_rating>>) as
     bq extract writes it to NEWLINE_DELIMITED_JSON (user_id INT64 as a string) and PARQUET:

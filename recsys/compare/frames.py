@@ -197,10 +197,10 @@ def resolve_titles(top: DataFrame, titles: DataFrame, other: DataFrame) -> DataF
              .select(USER, F.col(ITEM).alias("cand"), F.lit(True).alias("in_other")).distinct())
     cands = (top.drop(ITEM).join(titles, TITLE, "left")
              .select("*", F.explode_outer("ids").alias("cand"))
-             .join(known, [USER, "cand"], "left"))
-    order = Window.partitionBy(USER, RANK).orderBy(
-        F.coalesce(F.col("in_other"), F.lit(False)).desc(),
-        F.col("cand").cast("long").asc_nulls_last(), F.col("cand").asc_nulls_last())
+             .join(known, [USER, "cand"], "left")
+             .withColumn("in_other", F.coalesce(F.col("in_other"), F.lit(False)).cast("int")))
+    # The top-k order with "in the other list" as the score: those first, then the smallest id.
+    order = Window.partitionBy(USER, RANK).orderBy(*topk_order("in_other", "cand", text_ids=True))
     first = cands.select("*", F.row_number().over(order).alias("_n")).where(F.col("_n") == 1)
     return first.select(USER, RANK,
                         F.coalesce(F.col("cand"), F.concat(F.lit("title:"), F.col(TITLE)))
