@@ -1,6 +1,7 @@
 """What the comparison stages measured: frozen result objects, the contract between the stages
-(``stages``, ``topk``) and the renderer (``render``). Plain Python values, no DataFrames; each
-``row``/``rows`` gives a ``compare_*`` table's rows in ``recsys.schemas``' column order.
+(``stages``, ``topk``) and the renderer (``render``). Plain Python values, no DataFrames; a
+``row()`` (and each ``MetricRow``, ``LossRow``) is a ``compare_*`` table's row in
+``recsys.schemas``' column order.
 """
 
 from __future__ import annotations
