@@ -380,11 +380,11 @@ def test_report_markdown_and_svgs(compared, world):
 
 
 def test_svgs_are_deterministic(world):
-    from recsys import report as rpt
+    from recsys.compare import svg
 
-    one = rpt.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
+    one = svg.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
                          xlabel="x", ylabel="y")
-    assert one == rpt.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
+    assert one == svg.line_chart([("a", [9, 10, 11], [0.4038, 0.3979, 0.3943])], title="t",
                                  xlabel="x", ylabel="y")
     assert one.count("<circle") == 3
 
@@ -424,6 +424,26 @@ def test_csv_exports_and_int_vs_string_ids(spark, world, tmp_path):
         # Ties in the flat table have no item id to break them: compare as sets.
         assert sorted(per_user.loc[str(u), "bqml_items"]) == sorted(a)
         assert per_user.loc[str(u), "overlap"] == len(set(a) & set(r_list))
+
+
+def test_titles_resolve_to_text_ids_under_ansi(spark):
+    """A titles-only top-k list mapped through a movies table whose ids are text (product codes
+    such as 'B0001'): a title shared by several movies counts as the smallest id, integers by
+    value before text. A plain cast to BIGINT raised CAST_INVALID_INPUT under ANSI mode."""
+    from recsys.compare.frames import resolve_titles, title_index
+
+    assert spark.conf.get("spark.sql.ansi.enabled") == "true"
+    movies = spark.createDataFrame([("B0002", "Dup"), ("B0001", "Dup"), ("10", "Dup"),
+                                    ("9", "Dup"), ("B0003", "One"), ("B0004", "Two")],
+                                   "movie_id string, movie_title string")
+    schema = "user string, rank long, item string, title string, prediction double"
+    top = spark.createDataFrame([("u1", 1, None, "Dup", 4.0), ("u1", 2, None, "One", 3.0),
+                                 ("u2", 1, None, "Dup", 2.0), ("u2", 2, None, "Gone", 1.0)],
+                                schema)
+    other = spark.createDataFrame([("u2", 1, "B0001", "Dup", 5.0)], schema)
+    got = resolve_titles(top, title_index(movies), other).orderBy("user", "rank").collect()
+    assert [(r.user, r.item, r.title_ids) for r in got] == [
+        ("u1", "9", 4), ("u1", "B0003", 1), ("u2", "B0001", 4), ("u2", "title:Gone", 0)]
 
 
 def test_tutorial_top5_as_json_and_parquet_reads_the_same(spark, world, tmp_path):
@@ -591,7 +611,7 @@ def test_bad_input_fails_before_any_table_is_written(spark, world, tmp_path):
 
 
 def test_verdict_rules():
-    from recsys import verdict
+    from recsys.compare import verdict
     from recsys.config import CompareTolerances
 
     tol = CompareTolerances(metric_relative_difference=0.01, prediction_rmse=0.1,
@@ -634,9 +654,9 @@ def test_report_opens_with_the_verdict_and_its_figures(compared, world):
 
 
 def rpt_fmt(x):
-    from recsys import report as rpt
+    from recsys.compare.text import fmt
 
-    return rpt.fmt(float(x))
+    return fmt(float(x))
 
 
 def test_session_conf_adds_avro_and_connector_only_for_compare():

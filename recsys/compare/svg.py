@@ -1,30 +1,22 @@
-"""A report people can read: Markdown text and hand-written SVG plots (no plotting library).
+"""The compare report's plots as hand-written SVG: a line chart, a bar chart and a binned
+scatter (density) plot.
 
 Every function returns text; the same input always gives the same bytes (fixed colours, numbers
 rounded to two decimals in coordinates, no timestamps), so reports can be diffed between runs.
+Each data mark carries its value (a ``<title>`` or a label), so tests read a plot's data back.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
+
+from recsys.compare.text import fmt
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # BigQuery ML, recsys, then others
 WIDTH, HEIGHT = 640, 380
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 40, 55
-
-
-def fmt(value: Optional[float], digits: int = 4) -> str:
-    """A number for people: ``digits`` significant digits, NULL for a missing value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "NULL"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}g}"
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
@@ -186,28 +178,3 @@ def density(counts: Sequence[Sequence[int]], x_range: Tuple[float, float],
                f'darker = more points (log scale, max {peak:,}); dashed: y = x</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[object]],
-             digits: int = 6) -> List[str]:
-    """A Markdown table; numbers are formatted with ``fmt`` (``digits`` significant digits)."""
-    def cell(value: object) -> str:
-        if value is None or isinstance(value, (int, float)):
-            return fmt(value, digits)  # type: ignore[arg-type]
-        return str(value).replace("|", "\\|")
-
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return out
-
-
-def write_files(folder: str, files: Sequence[Tuple[str, str]]) -> List[str]:
-    """Write each (name, text) into ``folder`` (created); returns the paths."""
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for name, text in files:
-        path = os.path.join(folder, name)
-        with open(path, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        paths.append(path)
-    return paths

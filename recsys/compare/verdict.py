@@ -1,6 +1,6 @@
 """The compare job's verdict: does the recsys run reproduce BigQuery ML within the tolerances the
-config states (``compare.tolerances``)? A pure stage: figures in, a ``Verdict`` out, rendered
-by ``markdown`` and ``rows``.
+config states (``compare.tolerances``)? A pure stage: figures in, a ``Verdict`` out (rendered
+by ``recsys.compare.render``).
 
 Criteria (each with its figure; a criterion whose input was not compared is "not evaluated"):
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from recsys import report as rpt
 from recsys.config import CompareTolerances
 
 PASS, FAIL, INCOMPLETE = "PASS", "FAIL", "INCOMPLETE"
@@ -28,6 +27,8 @@ PASS, FAIL, INCOMPLETE = "PASS", "FAIL", "INCOMPLETE"
 
 @dataclass(frozen=True)
 class Criterion:
+    """One figure against its tolerance; ``passed`` None: not evaluated (input not compared)."""
+
     name: str
     figure: Optional[float]
     rule: str          # "<=": figure at most tolerance; ">=": at least
@@ -43,6 +44,8 @@ class Criterion:
 
 @dataclass(frozen=True)
 class Verdict:
+    """PASS, FAIL or INCOMPLETE over every criterion."""
+
     criteria: Tuple[Criterion, ...]
 
     @property
@@ -77,33 +80,6 @@ def judge(tol: CompareTolerances, figures: Dict[str, object], k: int) -> Verdict
         Criterion(f"top-{k} mean overlap@{k}", figures.get("mean_overlap_at_k"), ">=",
                   tol.mean_overlap_at_k),
     ))
-
-
-def _result(c: Criterion) -> str:
-    return {True: "pass", False: "**FAIL**", None: "not evaluated"}[c.passed]
-
-
-def markdown(v: Verdict, fail_on_mismatch: bool) -> List[str]:
-    """The report's opening: the verdict, then each criterion with its figure."""
-    failed = [c.name for c in v.criteria if c.passed is False]
-    missing = [c.name for c in v.criteria if c.passed is None]
-    if v.status == PASS:
-        say = "the recsys run reproduces BigQuery ML within every tolerance below."
-    elif v.status == FAIL:
-        say = f"the recsys run does NOT reproduce BigQuery ML: {'; '.join(failed)} out of tolerance."
-    else:
-        say = ("no criterion failed, but not all could be evaluated (" + "; ".join(missing)
-               + " not compared), so reproduction is not shown.")
-    gate = ("`compare.fail_on_mismatch` is on: the job exits with code 4 unless the verdict is "
-            "PASS." if fail_on_mismatch else
-            "(`compare.fail_on_mismatch: true` makes the job exit with code 4 unless PASS.)")
-    rows = [(c.name, rpt.fmt(c.figure), f"{c.rule} {rpt.fmt(c.tolerance)}", _result(c),
-             c.detail) for c in v.criteria]
-    return [f"**Verdict: {v.status}** — {say}", "",
-            *rpt.md_table(["criterion", "figure", "tolerance (compare.tolerances)", "result",
-                           "note"], rows), "",
-            "Tolerances default to the run-to-run spread of BigQuery ML's own objective on the "
-            "shipped sample, with margin (`benchmarks/bqml_spread.py`). " + gate, ""]
 
 
 def rows(v: Verdict) -> List[tuple]:

@@ -47,7 +47,7 @@ def _figure(alt: str, name: str, svgs: Dict[str, str]) -> str:
             f"<figcaption>{html.escape(alt)}</figcaption></figure>")
 
 
-def render(markdown: str, svgs: Dict[str, str]) -> str:
+def page(markdown: str, svgs: Dict[str, str]) -> str:
     """The page for ``markdown`` with the plots of ``svgs`` ({file name: SVG text}) inline."""
     lines, body, i = markdown.splitlines(), [], 0
     title = next((x[2:] for x in lines if x.startswith("# ")), "report")

@@ -1,0 +1,63 @@
+"""What a job did, for people: the summary the job runner (``recsys.cli``) prints, and the exit
+code it returns once every output is written.
+
+A neutral module (it imports nothing of recsys), so a job package such as ``recsys.compare``
+reports without importing the job runner's pipeline. ``recsys.pipeline`` still defines a
+``Report`` and ``StageTimer`` of the same shape; they are meant to move here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class JobReport:
+    """Counts, metrics, timings and tables of one job run, and its exit code."""
+
+    job: str
+    lines: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+    metrics: Dict[str, Optional[float]] = field(default_factory=dict)
+    tables: Dict[str, str] = field(default_factory=dict)
+    # Sub-stage wall seconds; not added to the total.
+    details: Dict[str, float] = field(default_factory=dict)
+    # Non-zero: the result failed a check the config asked for (every output is written).
+    exit_code: int = 0
+
+    def add(self, text: str) -> None:
+        """Append a line of the summary."""
+        self.lines.append(text)
+
+    def render(self) -> str:
+        """The summary as text."""
+        total = sum(self.timings.values())
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        return "\n".join([f"recsys {self.job}: done in {total:.1f}s ({stages})", *self.lines])
+
+
+class StageTimer:
+    """Adds the wall time of a ``with`` block to a report's timings under a stage name, and
+    shows progress on stderr (a stage's start and end, with the clock time) for long runs."""
+
+    def __init__(self, report: JobReport, stage: str):
+        self.report, self.stage = report, stage
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        _progress(f"{self.report.job}: {self.stage} started")
+        return self
+
+    def __exit__(self, *exc):
+        seconds = time.perf_counter() - self.start
+        self.report.timings[self.stage] = seconds
+        _progress(f"{self.report.job}: {self.stage} {'failed' if exc[0] else 'done'} "
+                  f"in {seconds:.1f}s")
+        return False
+
+
+def _progress(text: str) -> None:
+    print(f"recsys {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
