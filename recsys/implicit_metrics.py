@@ -60,6 +60,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType
 
+from recsys import schemas
 from recsys.schemas import IMPLICIT_METRICS
 
 COVERAGE_COLUMNS = (
@@ -107,7 +108,7 @@ def implicit_metrics(truth: DataFrame, scores: DataFrame, *, col_user: str = "us
     _check_k(k)
     truth_pairs, usable = _prepared(truth, scores, col_user, col_item, col_rating, col_prediction)
 
-    by_score = Window.partitionBy(_U).orderBy(F.col(_S).desc(), F.col(_I).asc())
+    by_score = Window.partitionBy(_U).orderBy(*schemas.topk_order(_S, _I))
     ranked = (usable.withColumn("pos", F.row_number().over(by_score))
               .withColumn("n", F.count(F.lit(1)).over(Window.partitionBy(_U))))
 

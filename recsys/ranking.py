@@ -22,9 +22,9 @@ rating count of the recommended items (lower = less dominated by blockbusters).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys import schemas
@@ -34,19 +34,6 @@ from recsys.recommend import ranked_top_k, supported_items
 
 RANKING_METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage",
                    "mean_popularity", "ranked_users")
-
-
-def topk_order(pred_col: str, item_col: str, *, text_ids: bool = False) -> List[Column]:
-    """The order of every top-k list: ``pred_col`` DESC, ties by the smaller item id.
-
-    ``text_ids``: the ids are text (the compare job keeps ids as text); ids holding integers
-    then sort by value ('9' before '10') and before other ids, which sort as text. It uses
-    ``try_cast``: a plain cast fails under ANSI mode on an id such as 'B0001'.
-    """
-    if not text_ids:
-        return [F.col(pred_col).desc(), F.col(item_col).asc()]
-    return [F.col(pred_col).desc_nulls_last(),
-            F.expr(f"try_cast(`{item_col}` AS BIGINT)").asc_nulls_last(), F.col(item_col).asc()]
 
 
 def rating_metrics(model: TrainedModel, test: DataFrame, *, col_rating: str = "rating"

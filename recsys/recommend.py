@@ -2,7 +2,7 @@
 
 Every prediction is ``recsys.prediction``'s formula, computed in the tasks on Arrow batches: an
 unknown user or item contributes nothing (BigQuery ML's fallback to the known side's intercept).
-Top-k ranks by ``predicted DESC, item ASC`` (``TOP_K_ORDER``) so ties always resolve the same way.
+Top-k ranks by ``predicted DESC, item ASC`` (``schemas.topk_order``) so ties always resolve the same way.
 
 Crosses (ML.RECOMMEND without an input, or with only users or only items) broadcast the other
 side once and score a block of rows against it per task. ``top_k_for_users`` takes the top-k
@@ -160,8 +160,7 @@ def top_k(predictions: DataFrame, *, k: int, movies: Optional[DataFrame] = None,
     if exclude is not None:
         candidates = candidates.join(exclude.select(col_user, col_item), [col_user, col_item],
                                      "left_anti")
-    order = Window.partitionBy(col_user).orderBy(F.col(pred_col).desc_nulls_last(),
-                                                 F.col(col_item).asc())
+    order = Window.partitionBy(col_user).orderBy(*schemas.topk_order(pred_col, col_item))
     best = candidates.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= k)
     return _assemble(best, movies=movies, col_user=col_user, col_item=col_item,
                      col_prediction=pred_col)

@@ -4,6 +4,10 @@ Column names and types follow the BigQuery ML MovieLens tutorial (INT64 -> LongT
 FLOAT64 -> DoubleType, STRING -> StringType, TIMESTAMP -> TimestampType).
 """
 
+from typing import List
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
@@ -223,3 +227,20 @@ TRIALS_SCHEMA = StructType([
     StructField("duration_ms", LongType(), False),
     StructField("is_optimal", BooleanType(), False),
 ])
+
+
+# --- the top-k order ----------------------------------------------------------------------------
+
+def topk_order(pred_col: str, item_col: str, *, text_ids: bool = False) -> List[Column]:
+    """The order of every top-k list: ``pred_col`` DESC, ties by the smaller item id (the one
+    place it is coded; ``recsys.recommend``'s NumPy top-k sorts the same way and a test checks
+    it against ranking the all-pairs table with these columns).
+
+    ``text_ids``: the ids are text (the compare job keeps ids as text); ids holding integers
+    then sort by value ('9' before '10') and before other ids, which sort as text. It uses
+    ``try_cast``: a plain cast fails under ANSI mode on an id such as 'B0001'.
+    """
+    if not text_ids:
+        return [F.col(pred_col).desc(), F.col(item_col).asc()]
+    return [F.col(pred_col).desc_nulls_last(),
+            F.expr(f"try_cast(`{item_col}` AS BIGINT)").asc_nulls_last(), F.col(item_col).asc()]

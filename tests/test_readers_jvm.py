@@ -188,7 +188,7 @@ def test_rows_match_the_python_parsers(spark, tmp_path, name):
 def test_many_splits_number_lines_like_one(spark, tmp_path, name):
     source, want = make_case(tmp_path, name, seed=2, n=1500)
     with spark_conf(spark, **{"spark.sql.files.maxPartitionBytes": "2k"}):
-        assert readers._text_lines(spark, source.ratings).rdd.getNumPartitions() > 10
+        assert spark.read.text(source.ratings).rdd.getNumPartitions() > 10
         got = read(spark, source)
         if name == "ml-1m":
             assert read(spark, source) == got  # line numbers are the same every time

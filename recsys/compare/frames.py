@@ -15,7 +15,7 @@ from pyspark.sql import types as T
 
 from recsys import schemas
 from recsys.errors import InputError
-from recsys.ranking import topk_order
+from recsys.schemas import topk_order
 
 SIDES = ("bqml", "recsys")
 LABELS = {"bqml": "BigQuery ML", "recsys": "recsys"}
