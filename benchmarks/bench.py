@@ -10,7 +10,7 @@ JVM start included, is what the pipeline's total is compared with (``pipeline_vs
 
 Runs the tutorial's pipeline (conf/bench.yaml: ingest, train with NUM_FACTORS 34 / L2_REG 9.83,
 10 iterations without early stop, evaluate, ML.RECOMMEND's all-pairs table, top-5) in this
-process on `recsys.synthetic` data (generated once into --data-dir, not timed) with the
+process on `synthetic` data (generated once into --data-dir, not timed) with the
 configured solver (``bigquery_ml``); then, in the same session, fits the other solver
 (``spark_als``, pyspark.ml ALS) on the same ratings with the same rank and iterations; then the
 single-core NumPy floors of both objectives (`benchmarks/floor.py`, OPENBLAS_NUM_THREADS=1) on
@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from recsys import synthetic  # noqa: E402
-from recsys.cli import session_conf  # noqa: E402
+from recsys.runner.cli import session_conf  # noqa: E402
 from recsys.config import load_config  # noqa: E402
 from recsys.model import spark_reg_param  # noqa: E402
 
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     memory = PeakMemory()
     memory.start()
     start = time.perf_counter()
-    from recsys.pipeline import run_pipeline
+    from recsys.runner.pipeline import run_pipeline
     from recsys.session import build_session
 
     spark = build_session(cfg.spark, session_conf(cfg, "pipeline"))

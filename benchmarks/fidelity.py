@@ -2,7 +2,7 @@
 
     python benchmarks/fidelity.py [--data sample ml-1m] [--rules default]
 
-For each data set (the shipped sample; ML-1M-shaped synthetic data from ``recsys.synthetic``,
+For each data set (the shipped sample; ML-1M-shaped synthetic data from ``synthetic``,
 seed 0) and the tutorial's options (NUM_FACTORS 34, L2_REG 9.83, MAX_ITERATIONS 20, EARLY_STOP
 as BigQuery ML), fits the ``bigquery_ml`` solver (BigQuery ML's objective) and ``spark_als``
 (pyspark.ml ALS) with each regParam rule asked for, in one Spark session, and reports per model:
@@ -32,8 +32,8 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from recsys.config import ModelConfig  # noqa: E402
 from recsys.model import fit, score_pairs  # noqa: E402
-from recsys.pipeline import model_metrics_for  # noqa: E402
-from recsys.recommend import top_k_for_users  # noqa: E402
+from recsys.runner.pipeline import model_metrics_for  # noqa: E402
+from recsys.model.recommend import top_k_for_users  # noqa: E402
 from recsys.session import build_session  # noqa: E402
 
 TUTORIAL = ModelConfig(num_factors=34, l2_reg=9.83, max_iterations=20, seed=42)

@@ -4,10 +4,10 @@
         [--l2-reg 9.83] [--iterations 20] [--reg-param 0.05]
 
 - ``bigquery_ml``: BigQuery ML's explicit objective with the very kernel the Spark solver runs in
-  its tasks (``recsys.normal_equations``: joint intercepts, plain ridge, batched Cholesky), on one
+  its tasks (``recsys.model.normal_equations``: joint intercepts, plain ridge, batched Cholesky), on one
   block per side in this one process. The start is drawn from the user ids themselves (the
   solver hashes them with Spark SQL first; the cost is the same).
-- ``als_wr``: pyspark.ml ALS's objective (``recsys.numpy_als``), on the intercept-free residual
+- ``als_wr``: pyspark.ml ALS's objective (``numpy_als``), on the intercept-free residual
   ``r - mean``, as before.
 
 Only the fit is timed (reading and indexing the file is not). Run with OPENBLAS_NUM_THREADS=1
@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from recsys import numpy_als  # noqa: E402
-from recsys.normal_equations import RowBlock, design_and_offset, initial_factors  # noqa: E402
+from recsys.model.normal_equations import RowBlock, design_and_offset, initial_factors  # noqa: E402
 
 
 def read_dat(path: str) -> np.ndarray:

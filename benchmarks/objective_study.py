@@ -28,9 +28,9 @@ sys.path.insert(0, REPO)
 
 def split(ratings_path: str, seed: int):
     from recsys.config import IngestConfig, SourceConfig
-    from recsys.ingest import ingest
+    from recsys.sources.ingest import ingest
     from recsys.session import build_session
-    from recsys.split import split_ratings
+    from recsys.model.split import split_ratings
 
     spark = build_session(extra_conf={"spark.sql.shuffle.partitions": "4"})
     try:

@@ -10,7 +10,7 @@ validation split carved from training), and the tuned configuration of conf/reco
 tuned on a validation split when its tuning.num_trials > 0 (with and without its minimum-support
 remedy for the top-k lists).
 Rating metrics are over every test row (cold rows get the intercept fallback) except for raw
-ALS; ranking metrics follow recsys.ranking's full-ranking protocol with k = 10.
+ALS; ranking metrics follow recsys.evaluation.ranking's full-ranking protocol with k = 10.
 """
 
 import argparse
@@ -24,12 +24,12 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
 
 from recsys.config import IngestConfig, ModelConfig, SourceConfig, load_config
-from recsys.ingest import ingest
+from recsys.sources.ingest import ingest
 from recsys.model import FACTORS, INTERCEPT, TrainedModel, fit
-from recsys.ranking import rating_metrics, ranking_metrics, recommend_unseen
+from recsys.evaluation.ranking import rating_metrics, ranking_metrics, recommend_unseen
 from recsys.session import build_session
-from recsys.split import split_ratings
-from recsys.tuning import tune
+from recsys.model.split import split_ratings
+from recsys.evaluation.tuning import tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = 10

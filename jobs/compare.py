@@ -6,7 +6,7 @@
 
 import sys
 
-from recsys.cli import main_for
+from recsys.runner.cli import main_for
 from recsys.compare import run_compare
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@
 
 import sys
 
-from recsys.cli import main_for
-from recsys.pipeline import run_evaluate
+from recsys.runner.cli import main_for
+from recsys.runner.pipeline import run_evaluate
 
 if __name__ == "__main__":
     sys.exit(main_for(run_evaluate, "evaluate", __doc__.splitlines()[0]))

@@ -6,8 +6,8 @@
 
 import sys
 
-from recsys.cli import main_for
-from recsys.pipeline import run_ingest
+from recsys.runner.cli import main_for
+from recsys.runner.pipeline import run_ingest
 
 if __name__ == "__main__":
     sys.exit(main_for(run_ingest, "ingest", __doc__.splitlines()[0]))

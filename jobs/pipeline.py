@@ -6,8 +6,8 @@
 
 import sys
 
-from recsys.cli import main_for
-from recsys.pipeline import run_pipeline
+from recsys.runner.cli import main_for
+from recsys.runner.pipeline import run_pipeline
 
 if __name__ == "__main__":
     sys.exit(main_for(run_pipeline, "pipeline", __doc__.splitlines()[0]))

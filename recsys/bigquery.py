@@ -22,37 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from recsys.config import BigQueryConfig
 from recsys.errors import ConfigError, InputError
-
-_PROJECT_RE = re.compile(r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
-
-
-def validate_table_id(table_id: str, what: str = "table") -> str:
-    """``[project.]dataset.table`` with BigQuery's naming rules, or a one-line ConfigError.
-
-    Only identifiers that pass are ever put into SQL, so no input can inject SQL.
-    """
-    parts = table_id.split(".")
-    if len(parts) not in (2, 3):
-        raise ConfigError(f"{what} {table_id!r} must be dataset.table or project.dataset.table")
-    if len(parts) == 3 and not _PROJECT_RE.match(parts[0]):
-        raise ConfigError(f"{what} {table_id!r}: {parts[0]!r} is not a valid project id")
-    for name in parts[-2:]:
-        if not _NAME_RE.match(name):
-            raise ConfigError(f"{what} {table_id!r}: {name!r} must be letters, digits and "
-                              f"underscores")
-    return table_id
-
-
-def valid_project(project: str) -> bool:
-    """True for a BigQuery project id (``my-project`` or ``example.com:my-project``)."""
-    return bool(_PROJECT_RE.match(project))
-
-
-def is_query(ref: str) -> bool:
-    """A source reference that is SQL (``SELECT ...``/``WITH ...``) rather than a table id."""
-    return bool(re.match(r"^\s*(select|with)\s", ref, flags=re.IGNORECASE))
-
+from recsys.schemas import is_query, validate_table_id, valid_project  # noqa: F401
 
 class BigQueryConnection:
     """Connector options and a client for one BigQuery project (or an emulator)."""

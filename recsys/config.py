@@ -541,7 +541,7 @@ def _validate(cfg: Config, job: Optional[str] = None) -> None:
 
 def _validate_bigquery_refs(cfg: Config, need) -> None:
     """Project and table ids that will reach BigQuery are checked before any job starts."""
-    from recsys.bigquery import is_query, validate_table_id, valid_project
+    from recsys.schemas import is_query, validate_table_id, valid_project
 
     project = cfg.bigquery.project
     need(project is None or valid_project(project),

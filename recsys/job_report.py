@@ -1,8 +1,8 @@
-"""What a job did, for people: the summary the job runner (``recsys.cli``) prints, and the exit
+"""What a job did, for people: the summary the job runner (``recsys.runner.cli``) prints, and the exit
 code it returns once every output is written.
 
 A neutral module (it imports nothing of recsys), so a job package such as ``recsys.compare``
-reports without importing the job runner's pipeline. ``recsys.pipeline`` still defines a
+reports without importing the job runner's pipeline. ``recsys.runner.pipeline`` still defines a
 ``Report`` and ``StageTimer`` of the same shape; they are meant to move here.
 """
 

@@ -4,10 +4,13 @@ Column names and types follow the BigQuery ML MovieLens tutorial (INT64 -> LongT
 FLOAT64 -> DoubleType, STRING -> StringType, TIMESTAMP -> TimestampType).
 """
 
+import re
+
 from typing import List
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
+from recsys.errors import ConfigError
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
@@ -233,7 +236,7 @@ TRIALS_SCHEMA = StructType([
 
 def topk_order(pred_col: str, item_col: str, *, text_ids: bool = False) -> List[Column]:
     """The order of every top-k list: ``pred_col`` DESC, ties by the smaller item id (the one
-    place it is coded; ``recsys.recommend``'s NumPy top-k sorts the same way and a test checks
+    place it is coded; ``recsys.model.recommend``'s NumPy top-k sorts the same way and a test checks
     it against ranking the all-pairs table with these columns).
 
     ``text_ids``: the ids are text (the compare job keeps ids as text); ids holding integers
@@ -244,3 +247,36 @@ def topk_order(pred_col: str, item_col: str, *, text_ids: bool = False) -> List[
         return [F.col(pred_col).desc(), F.col(item_col).asc()]
     return [F.col(pred_col).desc_nulls_last(),
             F.expr(f"try_cast(`{item_col}` AS BIGINT)").asc_nulls_last(), F.col(item_col).asc()]
+
+
+# --- BigQuery names -------------------------------------------------------------------------
+
+_PROJECT_RE = re.compile(r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+def validate_table_id(table_id: str, what: str = "table") -> str:
+    """``[project.]dataset.table`` with BigQuery's naming rules, or a one-line ConfigError.
+
+    Only identifiers that pass are ever put into SQL, so no input can inject SQL.
+    """
+    parts = table_id.split(".")
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"{what} {table_id!r} must be dataset.table or project.dataset.table")
+    if len(parts) == 3 and not _PROJECT_RE.match(parts[0]):
+        raise ConfigError(f"{what} {table_id!r}: {parts[0]!r} is not a valid project id")
+    for name in parts[-2:]:
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"{what} {table_id!r}: {name!r} must be letters, digits and "
+                              f"underscores")
+    return table_id
+
+
+def valid_project(project: str) -> bool:
+    """True for a BigQuery project id (``my-project`` or ``example.com:my-project``)."""
+    return bool(_PROJECT_RE.match(project))
+
+
+def is_query(ref: str) -> bool:
+    """A source reference that is SQL (``SELECT ...``/``WITH ...``) rather than a table id."""
+    return bool(re.match(r"^\s*(select|with)\s", ref, flags=re.IGNORECASE))

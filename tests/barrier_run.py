@@ -12,8 +12,9 @@ stops nowhere. Test code only: the product has no such hook.
 
 import sys
 
-from recsys import pipeline, runs
-from recsys.cli import run_job
+from recsys.runner import pipeline
+from recsys.sinks import runs
+from recsys.runner.cli import run_job
 
 STAGES = ("ingest", "train", "evaluate", "recommend")
 COMMIT_STEPS = ("manifest", "switch")

@@ -1,6 +1,7 @@
 """Shared fixtures: one local SparkSession for the whole test run, built by the project factory."""
 
 import os
+import sys
 import types
 
 import pytest
@@ -8,6 +9,8 @@ import pytest
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "data", "ml-latest-small")
+# Benchmark-only code (the synthetic data generator, the NumPy ALS floor) lives in benchmarks/.
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ product has no fault-injection hook.
 import os
 import sys
 
-from recsys import readers
-from recsys.cli import run_job
-from recsys.pipeline import run_pipeline
+from recsys.sources import readers
+from recsys.runner.cli import run_job
+from recsys.runner.pipeline import run_pipeline
 
 
 def inject_one_failure(marker: str) -> None:

@@ -11,7 +11,7 @@ from conftest import SAMPLE
 from oracles import bqml_explicit_als, documented_start, spark_xxhash64_long_int
 from recsys.config import ModelConfig
 from recsys.model import fit
-from recsys.normal_equations import initial_factors
+from recsys.model.normal_equations import initial_factors
 
 pytestmark = pytest.mark.spark
 

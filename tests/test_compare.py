@@ -660,7 +660,7 @@ def rpt_fmt(x):
 
 
 def test_session_conf_adds_avro_and_connector_only_for_compare():
-    from recsys.cli import session_conf
+    from recsys.runner.cli import session_conf
     from recsys.compare import avro_conf
 
     cfg = load_config(None, ["source.ratings=x", "compare.bqml.recommend.path=r-*.avro",

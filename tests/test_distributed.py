@@ -113,7 +113,7 @@ def test_standalone_cluster_gives_the_local_tables(source, local_tables, cluster
     subprocess.run([sys.executable, "-m", "zipfile", "-c", str(dist / "recsys.zip"), "recsys"],
                    cwd=REPO, check=True)
     with zipfile.ZipFile(dist / "recsys.zip") as archive:
-        assert "recsys/bqml_als.py" in archive.namelist()
+        assert "recsys/model/bqml_als.py" in archive.namelist()
     sink = tmp_path / "sink"
     # An empty spark.master: the session takes spark-submit's --master.
     args = job_args(source, sink, "--set", "model.max_iterations=4", "--set", "spark.master=")

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from recsys.download import KNOWN_ARCHIVES, fetch
+from recsys.sources.download import KNOWN_ARCHIVES, fetch
 from recsys.errors import InputError
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from recsys.formats import BadRow, movies_parser, ratings_parser
+from recsys.sources.formats import BadRow, movies_parser, ratings_parser
 
 
 @pytest.mark.parametrize("fmt, line, expected", [

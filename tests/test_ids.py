@@ -5,8 +5,8 @@ import random
 import pytest
 from pyspark.sql.types import IntegerType, LongType, StringType
 
-from recsys import ids
-from recsys.ids import IdIndex, build_index, from_index, to_index
+from recsys.model import ids
+from recsys.model.ids import IdIndex, build_index, from_index, to_index
 
 pytestmark = pytest.mark.spark
 

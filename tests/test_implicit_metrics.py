@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pyspark.sql.types import DoubleType, LongType
 
-from recsys.implicit_metrics import (
+from recsys.evaluation.implicit_metrics import (
     COVERAGE_COLUMNS,
     IMPLICIT_METRICS,
     implicit_coverage,

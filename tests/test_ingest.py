@@ -6,7 +6,7 @@ import pytest
 from recsys import schemas
 from recsys.config import load_config
 from recsys.errors import InputError
-from recsys.pipeline import run_ingest
+from recsys.runner.pipeline import run_ingest
 from recsys.sinks import LocalWarehouse
 
 pytestmark = pytest.mark.spark

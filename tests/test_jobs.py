@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from recsys.config import load_config
-from recsys.pipeline import run_evaluate, run_recommend, run_train
+from recsys.runner.pipeline import run_evaluate, run_recommend, run_train
 
 pytestmark = pytest.mark.spark
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from oracles import regression_metrics as numpy_metrics
-from recsys.metrics import metrics_dict, regression_metrics
+from recsys.evaluation.metrics import metrics_dict, regression_metrics
 
 pytestmark = pytest.mark.spark
 
@@ -54,7 +54,7 @@ def test_log_error_is_null_where_undefined(spark):
 def test_median_is_exact_where_only_the_middle_is_collected(spark, n, monkeypatch):
     """Enough rows that the approximate bounds leave most values out (6 / MEDIAN_ACCURACY of
     them are collected); every error distinct but for a block of repeated rows (ties)."""
-    from recsys import metrics
+    from recsys.evaluation import metrics
 
     monkeypatch.setattr(metrics, "MEDIAN_ACCURACY", 1000)
     rng = np.random.default_rng(n)

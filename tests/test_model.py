@@ -7,8 +7,8 @@ from pyspark.sql import functions as F
 
 from recsys.config import ModelConfig
 from recsys.model import fit, fit_intercepts
-from recsys.recommend import recommend
-from recsys.weights import embeddings, weights
+from recsys.model.recommend import recommend
+from recsys.model.weights import embeddings, weights
 
 pytestmark = pytest.mark.spark
 

@@ -9,9 +9,9 @@ from pyspark.ml.evaluation import RankingEvaluator
 
 from recsys.config import ModelConfig, TuningConfig
 from recsys.model import fit
-from recsys.ranking import ranking_metrics, recommend_unseen
-from recsys.split import split_ratings
-from recsys.tuning import tune
+from recsys.evaluation.ranking import ranking_metrics, recommend_unseen
+from recsys.model.split import split_ratings
+from recsys.evaluation.tuning import tune
 
 pytestmark = pytest.mark.spark
 

@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from recsys.config import IngestConfig, SourceConfig
-from recsys.ingest import ingest
+from recsys.sources.ingest import ingest
 
 pytestmark = pytest.mark.spark
 UTC = dt.timezone.utc

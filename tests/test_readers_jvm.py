@@ -1,7 +1,7 @@
 """The ratings text reader (Spark SQL, Python for the odd line) against a pure-Python oracle.
 
 Files are made of many kinds of lines, good and bad, with LF, CRLF and CR line ends; the oracle
-splits the bytes into lines itself and parses each with ``recsys.formats``. The reader must give
+splits the bytes into lines itself and parses each with ``recsys.sources.formats``. The reader must give
 the same rows, line numbers, texts and reasons, however the file is cut into splits.
 """
 
@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from recsys import formats, readers
+from recsys.sources import formats, readers
 from recsys.config import RatingColumns, SourceConfig
 
 pytestmark = pytest.mark.spark

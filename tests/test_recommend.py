@@ -5,7 +5,7 @@ import pytest
 
 from recsys.config import ModelConfig
 from recsys.model import fit, spark_reg_param
-from recsys.recommend import recommend, top_k
+from recsys.model.recommend import recommend, top_k
 
 pytestmark = pytest.mark.spark
 
@@ -126,7 +126,7 @@ def _hand_model(spark):
 
 
 def test_blocked_top_k_matches_a_hand_computed_table(spark):
-    from recsys.recommend import top_k_for_users
+    from recsys.model.recommend import top_k_for_users
 
     model = _hand_model(spark)
     # user 1: 3+0.5 + b_i + x.y -> 10: 4.0, 20: 4.75, 30: 5.5, 40: 4.75, 50: 4.0
@@ -152,7 +152,7 @@ def test_blocked_top_k_equals_ranking_all_pairs_on_real_data(spark):
 
     import pandas as pd
 
-    from recsys.recommend import supported_items, top_k_for_users
+    from recsys.model.recommend import supported_items, top_k_for_users
 
     sample = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "ml-latest-small")
     ratings = pd.read_csv(os.path.join(sample, "ratings.csv")).query("userId <= 60")

@@ -12,7 +12,7 @@ from recsys.errors import ConfigError
 def test_user_jars_packages_survive_the_bigquery_connector():
     """A user's spark.conf.spark.jars.packages is kept next to the connector's coordinate (the
     builder applies the implied settings last, so they must carry both), in that order."""
-    from recsys.cli import session_conf
+    from recsys.runner.cli import session_conf
     from recsys.session import CONNECTORS
 
     cfg = load_config(None, [
@@ -74,7 +74,7 @@ def test_tuning_lists_are_validated(key, value, message):
 def test_tuning_wals_alpha_zero_is_the_model_alpha(spark):
     """tuning.wals_alpha [0.0] trains with alpha 0.0 (0.0 is falsy: it used to fall back to
     model.wals_alpha 40 while the trials table recorded 0.0)."""
-    from recsys import tuning
+    from recsys.evaluation import tuning
 
     rows = [(u, i, float(1 + (u * 7 + i) % 5)) for u in range(1, 13) for i in range(1, 11)
             if (u + i) % 3]
@@ -96,8 +96,8 @@ def test_source_url_with_a_generic_format_resolves_files_inside_the_archive(spar
     kept rows equal a plain-Python reading of the CSV text put in the archive."""
     import hashlib
 
-    from recsys import readers
-    from recsys.pipeline import run_ingest
+    from recsys.sources import readers
+    from recsys.runner.pipeline import run_ingest
 
     ratings_text = "user_id,item_id,rating,timestamp\n1,10,4.0,5\n1,11,3.5,6\n2,10,x,7\n2,12,5,8\n"
     movies_text = "movie_id,movie_title,genre\n10,Ten,Drama\n11,Eleven,Comedy\n12,Twelve,\n"

@@ -9,7 +9,7 @@ import pytest
 from conftest import SAMPLE
 from recsys.config import load_config
 from recsys.errors import InputError
-from recsys.pipeline import run_ingest
+from recsys.runner.pipeline import run_ingest
 
 pytestmark = pytest.mark.spark
 HEADER = "userId,movieId,rating,timestamp"

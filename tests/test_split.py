@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from recsys.split import SplitResult, split_ratings
+from recsys.model.split import SplitResult, split_ratings
 
 pytestmark = pytest.mark.spark
 

@@ -17,10 +17,10 @@ Ids are compared as text (an INT64 side matches a STRING side); ids on one side 
 counted, never silently dropped. Latent factors are identified only up to a rotation, so
 predictions and intercepts are compared, factors are not.
 
-It may import ``recsys.config``, ``recsys.schemas``, ``recsys.errors``, ``recsys.ranking`` (the
+It may import ``recsys.config``, ``recsys.schemas``, ``recsys.errors``, ``recsys.evaluation.ranking`` (the
 top-k order), ``recsys.session`` (the spark-avro jar), ``recsys.sinks``, ``recsys.bigquery``
 (late, for BigQuery tables) and ``recsys.job_report``; not the other jobs. Only the job runner
-(``recsys.cli``, for ``avro_conf``) and ``jobs/compare.py`` import it.
+(``recsys.runner.cli``, for ``avro_conf``) and ``jobs/compare.py`` import it.
 
 Plots are hand-written SVG (``svg``), not matplotlib. matplotlib is a dependency the project
 does not have: ``pip download matplotlib`` (3.11.2, Python 3.11 x86_64) fetches 24.4 MB of

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType
 
 from recsys.config import load_config
-from recsys.pipeline import run_evaluate, run_ingest, run_pipeline, run_recommend, run_train
+from recsys.runner.pipeline import run_evaluate, run_ingest, run_pipeline, run_recommend, run_train
 
 TOKEN_ENV = "RECSYS_TEST_BQ_TOKEN"
 DATASET = "recsys_it"

@@ -1,4 +1,10 @@
-"""CREATE MODEL: BigQuery ML matrix factorization, fitted by one of two solvers.
+"""model: CREATE MODEL and what a model answers. This module fits and saves the model;
+``bqml_als`` + ``normal_equations`` solve BigQuery ML's objective on Spark, ``ids``
+maps ids to dense indices, ``split`` is DATA_SPLIT_METHOD, ``prediction`` the one
+prediction formula, ``recommend`` ML.RECOMMEND and the top-k, ``weights`` ML.WEIGHTS.
+Imports the foundations only; reads and writes no tables.
+
+CREATE MODEL: BigQuery ML matrix factorization, fitted by one of two solvers.
 
 The explicit model is BigQuery ML's: a global intercept, an intercept per user and per item, and
 latent factors, so that
@@ -7,7 +13,7 @@ An unknown user gets global + item intercept, an unknown item global + user inte
 implicit model (weighted ALS) has no intercepts (BigQuery ML: global intercept 0).
 
 - ``bigquery_ml`` (default): BigQuery ML's own objective, intercepts and factors fitted jointly
-  with a ridge not scaled by rating counts, solved on Spark by ``recsys.bqml_als``
+  with a ridge not scaled by rating counts, solved on Spark by ``recsys.model.bqml_als``
   (docs/solvers.md).
 - ``spark_als``: pyspark.ml ALS. The intercepts are ridge-regularised means fitted first
   (``fit_intercepts``: b_i = sum(residual) / (n_i + L2_REG)); ALS factorises what they leave.
@@ -17,7 +23,7 @@ implicit model (weighted ALS) has no intercepts (BigQuery ML: global intercept 0
   rule measured closest to BigQuery ML's objective, docs/solvers.md). ``reg_param`` sets Spark's
   value directly.
 
-Ids of any type (INT64 beyond INT32, STRING) are mapped to dense indices (``recsys.ids``); the
+Ids of any type (INT64 beyond INT32, STRING) are mapped to dense indices (``recsys.model.ids``); the
 saved model keeps the original ids and types.
 
 >>> round(spark_reg_param(9.83, n_rows=1_000_209, n_users=6_040, n_items=3_706), 4)
@@ -42,10 +48,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recsys import bqml_als, ids, prediction
+from recsys.model import bqml_als, ids, prediction
 from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
 from recsys.errors import InputError
-from recsys.metrics import exact_avg, exact_sum
+from recsys.sums import exact_avg, exact_sum
 
 METADATA_DIR = "metadata"
 USERS_DIR, ITEMS_DIR = "users", "items"
@@ -218,7 +224,7 @@ def cast_ids(df: DataFrame, model: TrainedModel) -> DataFrame:
 
 
 def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFrame:
-    """``pairs`` (with user and item columns) plus ``pred_col`` (``recsys.prediction``); other
+    """``pairs`` (with user and item columns) plus ``pred_col`` (``recsys.model.prediction``); other
     columns are kept."""
     joined = (cast_ids(pairs, model).join(side(model, "user"), model.col_user, "left")
               .join(side(model, "item"), model.col_item, "left"))
@@ -276,7 +282,7 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
 
 def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, timings,
                      progress) -> TrainedModel:
-    """BigQuery ML's objective, solved on Spark (``recsys.bqml_als``)."""
+    """BigQuery ML's objective, solved on Spark (``recsys.model.bqml_als``)."""
     clock = time.perf_counter()
     # Implicit feedback (WALS) has no intercepts: BigQuery ML reports a global intercept of 0.
     mu = 0.0 if cfg.feedback_type == "implicit" else float(data["mean_rating"])

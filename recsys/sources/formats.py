@@ -9,7 +9,7 @@ Pure Python, no Spark: each parser turns one decoded line into a tuple of typed 
 >>> p.parse("1::1193::five::978300760")
 Traceback (most recent call last):
 ...
-recsys.formats.BadRow: rating is not a number: 'five'
+recsys.sources.formats.BadRow: rating is not a number: 'five'
 >>> movies_parser("ml-latest").parse('11,"American President, The (1995)",Comedy|Drama|Romance')
 (11, 'American President, The (1995)', 'Comedy|Drama|Romance')
 """

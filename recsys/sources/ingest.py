@@ -18,7 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys import readers
+from recsys.sources import readers
 from recsys.config import IngestConfig, SourceConfig
 from recsys.errors import InputError
 

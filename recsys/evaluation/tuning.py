@@ -23,8 +23,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from recsys.config import ModelConfig, TuningConfig
 from recsys.schemas import TRIALS_SCHEMA
+from recsys.evaluation import model_metrics_for
 from recsys.model import fit
-from recsys.split import split_ratings
+from recsys.model.split import split_ratings
 
 def candidates(tuning: TuningConfig, *, implicit: bool, seed: int,
                solver: str = "bigquery_ml") -> List[Dict[str, Any]]:
@@ -57,7 +58,6 @@ def candidates(tuning: TuningConfig, *, implicit: bool, seed: int,
 def tune(spark: SparkSession, train: DataFrame, model_cfg: ModelConfig, tuning: TuningConfig,
          ) -> Tuple[ModelConfig, DataFrame]:
     """Run the trials; returns the best trial's ModelConfig and the ``trials`` table."""
-    from recsys.pipeline import model_metrics_for  # late: pipeline imports this module
 
     implicit = model_cfg.feedback_type == "implicit"
     # A seed of its own: the training rows may come from a RANDOM split with the model's seed,

@@ -33,7 +33,7 @@ import numpy as np
 
 # Chunking (padded ratings per chunk, counts within 1.25x, at most 4096 rows) is the bigquery_ml
 # solver's, shared.
-from recsys.normal_equations import CHUNK_CELLS, chunk_rows
+from recsys.model.normal_equations import CHUNK_CELLS, chunk_rows
 
 # A gemm of rank x tile x rank with more than this many cells is multithreaded by OpenBLAS, which
 # on a busy 2-core machine runs ~10x slower than one thread: longer rows are cut into tiles.
@@ -144,15 +144,15 @@ def objective(user_idx, item_idx, ratings, user_factors: np.ndarray, item_factor
 
 
 def main(argv=None) -> int:
-    """``python -m recsys.numpy_als --ratings FILE.parquet [--rank 34] [--reg-param 0.05]
-    [--max-iter 10] [--seed 0]``: fit on a ratings Parquet file (as ``recsys.synthetic`` writes)
+    """``python benchmarks/numpy_als.py --ratings FILE.parquet [--rank 34] [--reg-param 0.05]
+    [--max-iter 10] [--seed 0]``: fit on a ratings Parquet file (as ``synthetic`` writes)
     and print the fit time and training RMSE."""
     import argparse
     import time
 
     import pyarrow.parquet as pq
 
-    parser = argparse.ArgumentParser(prog="python -m recsys.numpy_als")
+    parser = argparse.ArgumentParser(prog="python benchmarks/numpy_als.py")
     parser.add_argument("--ratings", required=True)
     parser.add_argument("--rank", type=int, default=34)
     parser.add_argument("--reg-param", type=float, default=0.05)

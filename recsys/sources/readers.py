@@ -1,11 +1,11 @@
 """Readers: the only code that reads source files. Each returns DataFrames; nothing is validated
-beyond what a single line can tell (scale checks and duplicates belong to ``recsys.ingest``).
+beyond what a single line can tell (scale checks and duplicates belong to ``recsys.sources.ingest``).
 
 A parsed table has the output columns plus ``line_number``, ``raw`` and ``reason`` (NULL for a good
 row), so that every bad line keeps its text, file and 1-based line number for ``*_rejected``.
 
 Ratings text files (millions of lines) are read once and parsed in the tasks through Arrow: the
-plain lines column-wise by pyarrow, every other line by the line parsers of ``recsys.formats``
+plain lines column-wise by pyarrow, every other line by the line parsers of ``recsys.sources.formats``
 (the one home of the parsing rules). Movies files are small and parsed in Python.
 """
 
@@ -25,7 +25,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-from recsys import download, formats
+from recsys.sources import download, formats
 from recsys.config import SourceConfig
 from recsys.errors import InputError
 

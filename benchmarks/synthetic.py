@@ -21,7 +21,7 @@ The model behind them:
 Everything is vectorised numpy (loops run over rounds and chunks, never over users or ratings)
 and deterministic for a seed: the same seed gives equal arrays and byte-identical files.
 
-    python -m recsys.synthetic --shape ml-1m --out /tmp/ml1m [--format dat|parquet] [--seed 0]
+    python benchmarks/synthetic.py --shape ml-1m --out /tmp/ml1m [--format dat|parquet] [--seed 0]
 
 writes ``/tmp/ml1m/ratings.dat`` (ML-1M's ``user::item::rating::timestamp`` lines, readable with
 ``source.format: ml-1m``) or ``ratings.parquet`` (``user_id``, ``item_id`` INT64, ``rating``
@@ -338,8 +338,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m recsys.synthetic --shape ml-1m --out DIR [--format dat|parquet] [--seed N]``."""
-    parser = _Parser(prog="python -m recsys.synthetic",
+    """``python benchmarks/synthetic.py --shape ml-1m --out DIR [--format dat|parquet] [--seed N]``."""
+    parser = _Parser(prog="python benchmarks/synthetic.py",
                      description="Write MovieLens-shaped synthetic ratings.")
     parser.add_argument("--shape", required=True,
                         help=f"{', '.join(SHAPES)}, or RATINGS,USERS,ITEMS")

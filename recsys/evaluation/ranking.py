@@ -28,9 +28,9 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys import schemas
-from recsys.metrics import metrics_dict, regression_metrics
+from recsys.evaluation.metrics import metrics_dict, regression_metrics
 from recsys.model import TrainedModel, score_pairs
-from recsys.recommend import ranked_top_k, supported_items
+from recsys.model.recommend import ranked_top_k, supported_items
 
 RANKING_METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage",
                    "mean_popularity", "ranked_users")

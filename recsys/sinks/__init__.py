@@ -1,7 +1,10 @@
-"""Table sinks: the only code that writes output tables.
+"""sinks: where tables go out, and the only code that writes them (``runs``: a job's
+writes published as one unit). Imports the foundations and ``recsys.bigquery``.
+
+Table sinks: the only code that writes output tables.
 
 ``LocalWarehouse`` keeps each table as Parquet under ``<path>/<dataset>/``, in immutable version
-folders ``.versions/<table>/<version>``. Writes belong to a run (``recsys.runs``): a job's run
+folders ``.versions/<table>/<version>``. Writes belong to a run (``recsys.sinks.runs``): a job's run
 takes the dataset's writer lock, writes new versions, and at its end switches every table to them
 at once (one atomic rename of ``.current``) and records its manifest. A run that fails or is
 killed changes no table; its partial folders are removed by the next successful run. A write
@@ -19,9 +22,9 @@ from typing import Callable, Iterator, Optional, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
 
-from recsys import runs
+from recsys.sinks import runs
 from recsys.errors import ConfigError, InputError
-from recsys.runs import MODELS_DIR, VERSIONS_DIR
+from recsys.sinks.runs import MODELS_DIR, VERSIONS_DIR
 
 
 class TableSink(Protocol):
@@ -180,7 +183,7 @@ def model_store(root: str, dataset: str):
 
 
 def job_unit(cfg, job: str, *, wait: bool = False):
-    """The run of a job on the configured sink (``recsys.runs.unit``): the whole job writes as
+    """The run of a job on the configured sink (``recsys.sinks.runs.unit``): the whole job writes as
     one unit on a local warehouse. A BigQuery sink has no multi-table unit: each table is
     replaced by its own atomic overwrite."""
     if cfg.sink.type != "local":
@@ -202,7 +205,7 @@ def make_sink(cfg):
 
 
 def _is_query(ref: str) -> bool:
-    from recsys.bigquery import is_query
+    from recsys.schemas import is_query
 
     return is_query(ref)
 

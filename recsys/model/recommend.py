@@ -1,6 +1,6 @@
 """ML.RECOMMEND and the top-k table.
 
-Every prediction is ``recsys.prediction``'s formula, computed in the tasks on Arrow batches: an
+Every prediction is ``recsys.model.prediction``'s formula, computed in the tasks on Arrow batches: an
 unknown user or item contributes nothing (BigQuery ML's fallback to the known side's intercept).
 Top-k ranks by ``predicted DESC, item ASC`` (``schemas.topk_order``) so ties always resolve the same way.
 
@@ -26,7 +26,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.types import IntegerType, StructField, StructType
 
-from recsys import prediction, schemas
+from recsys.model import prediction
+from recsys import schemas
 from recsys.errors import InputError
 from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, score_pairs
 

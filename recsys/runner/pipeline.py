@@ -14,16 +14,17 @@ from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
-from recsys import implicit_metrics as implicit_stage
-from recsys import ingest as ingest_stage
-from recsys import metrics as metrics_stage
+from recsys.evaluation import implicit_metrics as implicit_stage
+from recsys.sources import ingest as ingest_stage
+from recsys.evaluation import metrics as metrics_stage
 from recsys import model as model_stage
-from recsys import recommend as recommend_stage
+from recsys.model import recommend as recommend_stage
 from recsys import schemas
-from recsys import split as split_stage
-from recsys import tuning as tuning_stage
-from recsys import weights as weights_stage
+from recsys.model import split as split_stage
+from recsys.evaluation import tuning as tuning_stage
+from recsys.model import weights as weights_stage
 from recsys.config import Config
+from recsys.evaluation import model_metrics_for
 from recsys.errors import ConfigError, InputError
 from recsys.sinks import job_unit, make_sink, resolve_table
 
@@ -90,7 +91,7 @@ def _progress(text: str) -> None:
 
 
 def _as_run(job: str):
-    """Run the job as one unit of the warehouse (``recsys.runs``), or inside the unit already
+    """Run the job as one unit of the warehouse (``recsys.sinks.runs``), or inside the unit already
     open (the pipeline's, or the job runner's)."""
     def wrap(fn):
         @functools.wraps(fn)
@@ -228,21 +229,6 @@ def model_metrics(trained: model_stage.TrainedModel, table: DataFrame,
                   cfg: Config) -> Dict[str, Optional[float]]:
     """ML.EVALUATE's metrics of ``trained`` on ``table`` (explicit or implicit set)."""
     return model_metrics_for(trained, table, cfg.model.rating_col)
-
-
-def model_metrics_for(trained: model_stage.TrainedModel, table: DataFrame,
-                      col_rating: str) -> Dict[str, Optional[float]]:
-    """As ``model_metrics``, given the rating column."""
-    pred_col = recommend_stage.prediction_column(trained, col_rating)
-    if trained.implicit:
-        users = table.select(trained.col_user).distinct()
-        scores = recommend_stage.recommend(trained, users, col_rating=col_rating)
-        return implicit_stage.metrics_dict(implicit_stage.implicit_metrics(
-            table, scores, col_user=trained.col_user, col_item=trained.col_item,
-            col_rating=col_rating, col_prediction=pred_col))
-    scored = model_stage.score_pairs(trained, table, pred_col)
-    return metrics_stage.metrics_dict(metrics_stage.regression_metrics(
-        scored, col_rating=col_rating, col_prediction=pred_col))
 
 
 def _load_model(spark: SparkSession, sink, cfg: Config) -> model_stage.TrainedModel:

@@ -7,7 +7,7 @@ The ``bigquery_ml`` solver. Explicit feedback minimises
 
 mu being the mean training rating and the ridge *not* scaled by rating counts (pyspark.ml ALS
 scales it: ALS-WR). The intercepts are one more unknown of each side's rows
-(``recsys.normal_equations``), so every half-step minimises the whole objective exactly over
+(``recsys.model.normal_equations``), so every half-step minimises the whole objective exactly over
 that side. Items are solved first, from the users' starting factors (``initial_factors`` of
 Spark SQL's ``xxhash64(user_id, seed)``; intercepts start at 0).
 
@@ -43,7 +43,7 @@ from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from recsys.normal_equations import RowBlock, Solved, design_and_offset, initial_factors
+from recsys.model.normal_equations import RowBlock, Solved, design_and_offset, initial_factors
 
 # Input columns: dense row indices of both sides, the value to fit (rating - mu), the evaluation
 # flag (a split's held-out rows: scored, never fitted) and the user id's hash (starting factors).

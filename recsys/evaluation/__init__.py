@@ -1,0 +1,32 @@
+"""evaluation: ML.EVALUATE's metrics (``metrics`` explicit, ``implicit_metrics`` implicit),
+held-out rating and ranking evaluation (``ranking``) and the NUM_TRIALS search that selects
+a model by them (``tuning``). Imports the model package and the foundations (config, schemas,
+sums), never the runner, the sinks or the sources."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from pyspark.sql import DataFrame
+
+from recsys import model
+from recsys.model import TrainedModel, recommend
+
+
+def model_metrics_for(trained: TrainedModel, table: DataFrame,
+                      col_rating: str) -> Dict[str, Optional[float]]:
+    """As ``model_metrics``, given the rating column."""
+    pred_col = recommend.prediction_column(trained, col_rating)
+    if trained.implicit:
+        users = table.select(trained.col_user).distinct()
+        scores = recommend.recommend(trained, users, col_rating=col_rating)
+        return implicit_metrics.metrics_dict(implicit_metrics.implicit_metrics(
+            table, scores, col_user=trained.col_user, col_item=trained.col_item,
+            col_rating=col_rating, col_prediction=pred_col))
+    scored = model.score_pairs(trained, table, pred_col)
+    return metrics.metrics_dict(metrics.regression_metrics(
+        scored, col_rating=col_rating, col_prediction=pred_col))
+
+
+# Imported last: these modules import model_metrics_for's package.
+from recsys.evaluation import implicit_metrics, metrics  # noqa: E402

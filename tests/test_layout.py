@@ -1,0 +1,81 @@
+"""The package layout: imports point from the runner down to the foundations, never back, and no
+module imports itself through others (no cycle). Pure Python: reads the source with ast."""
+
+import ast
+import os
+
+from conftest import REPO
+
+# Lower layers never import higher ones; a layer may import its own modules.
+LAYERS = [
+    {"recsys.errors", "recsys.schemas", "recsys.sums", "recsys.job_report"},
+    {"recsys.config"},
+    {"recsys.bigquery", "recsys.session"},
+    {"recsys.sources", "recsys.sinks"},
+    {"recsys.model"},
+    {"recsys.evaluation"},
+    {"recsys.compare"},
+    {"recsys.runner"},
+]
+
+
+def modules():
+    """{module name: set of recsys modules it imports} for every module of the package."""
+    found = {}
+    for dirpath, _, files in os.walk(os.path.join(REPO, "recsys")):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+            module = rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+            imports = set()
+            for node in ast.walk(ast.parse(open(path).read())):
+                if isinstance(node, ast.ImportFrom) and node.module and \
+                        node.module.startswith("recsys"):
+                    imports.add(node.module)
+                    imports.update(f"{node.module}.{a.name}" for a in node.names)
+                elif isinstance(node, ast.Import):
+                    imports.update(a.name for a in node.names if a.name.startswith("recsys"))
+            found[module] = imports
+    return {m: {i for i in deps if i in found and i != m} for m, deps in found.items()}
+
+
+def layer(module: str) -> int:
+    for index, group in enumerate(LAYERS):
+        if any(module == g or module.startswith(g + ".") for g in group):
+            return index
+    raise AssertionError(f"{module} belongs to no layer of the layout")
+
+
+def test_every_module_has_a_layer_and_imports_only_below_or_beside_it():
+    wrong = [(m, d) for m, deps in modules().items() if m != "recsys" for d in deps
+             if d != "recsys" and layer(d) > layer(m)]
+    assert not wrong, wrong
+
+
+def test_no_import_cycles_between_modules():
+    graph = modules()
+    # A package imports its own submodules on purpose (re-exports); those edges are not cycles.
+    edges = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for dep in edges.get(node, ()):
+            if state.get(dep) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(path + [dep]))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_every_package_says_what_it_owns():
+    for package in ("sources", "sinks", "model", "evaluation", "compare", "runner"):
+        doc = ast.get_docstring(ast.parse(open(os.path.join(REPO, "recsys", package,
+                                                            "__init__.py")).read()))
+        assert doc and "import" in doc.lower(), package
