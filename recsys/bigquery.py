@@ -15,20 +15,20 @@ value is passed to the connector at run time and never written anywhere.
 from __future__ import annotations
 
 import os
-import re
 from typing import Callable, Dict, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
 from recsys.config import BigQueryConfig
 from recsys.errors import ConfigError, InputError
-from recsys.schemas import is_query, validate_table_id, valid_project  # noqa: F401
+from recsys.schemas import is_query, valid_dataset, valid_project, validate_table_id  # noqa: F401
+
 
 class BigQueryConnection:
     """Connector options and a client for one BigQuery project (or an emulator)."""
 
     def __init__(self, cfg: BigQueryConfig):
-        if cfg.project is not None and not _PROJECT_RE.match(cfg.project):
+        if cfg.project is not None and not valid_project(cfg.project):
             raise ConfigError(f"bigquery.project {cfg.project!r} is not a valid project id")
         if cfg.write_method == "indirect" and not cfg.temporary_gcs_bucket:
             raise ConfigError("bigquery.write_method indirect needs bigquery.temporary_gcs_bucket")
@@ -99,7 +99,7 @@ class BigQuerySink:
     """
 
     def __init__(self, cfg: BigQueryConfig, dataset: str, model_store):
-        if not _NAME_RE.match(dataset):
+        if not valid_dataset(dataset):
             raise ConfigError(f"sink.dataset {dataset!r} must be letters, digits and underscores")
         self.connection = BigQueryConnection(cfg)
         self.cfg = cfg

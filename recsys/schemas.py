@@ -272,6 +272,11 @@ def validate_table_id(table_id: str, what: str = "table") -> str:
     return table_id
 
 
+def valid_dataset(name: str) -> bool:
+    """True for a BigQuery dataset (or table) name: letters, digits and underscores."""
+    return bool(_NAME_RE.match(name))
+
+
 def valid_project(project: str) -> bool:
     """True for a BigQuery project id (``my-project`` or ``example.com:my-project``)."""
     return bool(_PROJECT_RE.match(project))

@@ -6,13 +6,12 @@ written, in the stages' canonical columns (``recsys.compare.frames``).
 from __future__ import annotations
 
 import glob
-import os
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
 
-from recsys import schemas
+from recsys import paths, schemas
 from recsys.compare import frames
 from recsys.compare.frames import LABELS, SIDES
 from recsys.config import COMPARE_OUTPUTS, CompareTableRef, Config
@@ -47,10 +46,9 @@ def avro_conf(package: str, spark_version: str, jar_dirs: tuple = PROVIDED_JAR_D
 def read_files(spark: SparkSession, path: str, fmt: str, key: str) -> DataFrame:
     """Files written by ``bq extract`` (a path or glob) as a DataFrame, columns as exported
     (CSV columns are all text; JSON INT64 values are text, as BigQuery writes them)."""
-    local = path[len("file://"):] if path.startswith("file://") else path
-    if "://" not in local and not glob.glob(os.path.expanduser(local)):
+    if paths.is_local(path) and not glob.glob(paths.local_path(path)):
         raise InputError(f"{key}: no file matches {path}")
-    location = os.path.expanduser(local) if "://" not in local else path
+    location = paths.local_path(path) if paths.is_local(path) else path
     reader = spark.read
     try:
         if fmt == "csv":

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys import schemas

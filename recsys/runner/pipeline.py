@@ -14,9 +14,7 @@ from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
-from recsys.evaluation import implicit_metrics as implicit_stage
 from recsys.sources import ingest as ingest_stage
-from recsys.evaluation import metrics as metrics_stage
 from recsys import model as model_stage
 from recsys.model import recommend as recommend_stage
 from recsys import schemas

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
 
+from recsys import paths
 from recsys.sinks import runs
 from recsys.errors import ConfigError, InputError
 from recsys.sinks.runs import MODELS_DIR, VERSIONS_DIR
@@ -41,11 +42,10 @@ class LocalWarehouse:
     """Parquet tables under ``<root>/<dataset>/``, switched together at the end of each run."""
 
     def __init__(self, root: str, dataset: str):
-        if "://" in root and not root.startswith("file://"):
+        if not paths.is_local(root):
             raise ConfigError(
                 f"sink.path must be a local folder for sink.type local, got {root!r}")
-        root = root[len("file://"):] if root.startswith("file://") else root
-        self.root = os.path.abspath(os.path.expanduser(root))
+        self.root = os.path.abspath(paths.local_path(root))
         self.dataset = dataset
         self.dataset_dir = os.path.join(self.root, dataset)
         self._pinned: Optional[dict] = None  # a snapshot's manifest (see ``snapshot``)
@@ -177,7 +177,7 @@ class VersionedModelStore:
 
 def model_store(root: str, dataset: str):
     """Versioned model folders: linked local ones, or plain folders on a remote filesystem."""
-    if "://" in root and not root.startswith("file://"):
+    if not paths.is_local(root):
         return VersionedModelStore(root, dataset)
     return LocalWarehouse(root, dataset)
 
@@ -219,9 +219,9 @@ def resolve_table(sink, spark: SparkSession, ref: Optional[str]) -> Optional[Dat
     if bigquery and _is_query(ref):  # before the path test: SQL may hold a '/'
         return sink.connection.read(spark, ref, sink.dataset)
     if "/" in ref or os.sep in ref:
-        if "://" not in ref and not os.path.exists(os.path.expanduser(ref)):
+        if paths.is_local(ref) and not os.path.exists(paths.local_path(ref)):
             raise InputError(f"table path not found: {ref}")
-        return spark.read.parquet(os.path.expanduser(ref))
+        return spark.read.parquet(paths.local_path(ref) if paths.is_local(ref) else ref)
     if bigquery and ("." in ref or " " in ref.strip()):
         return sink.connection.read(spark, ref, sink.dataset)
     return sink.read(spark, ref)

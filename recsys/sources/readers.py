@@ -25,6 +25,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
+from recsys import paths
 from recsys.sources import download, formats
 from recsys.config import SourceConfig
 from recsys.errors import InputError
@@ -103,9 +104,9 @@ def entries(spec: Union[str, Sequence[str]]) -> List[str]:
 
 def _label(spec: Union[str, Sequence[str]]) -> str:
     items = entries(spec)
-    if len(items) == 1 and _is_local(items[0]) and not _has_glob(items[0]) \
-            and os.path.isfile(_local_path(items[0])):
-        return os.path.abspath(_local_path(items[0]))
+    if len(items) == 1 and paths.is_local(items[0]) and not _has_glob(items[0]) \
+            and os.path.isfile(paths.local_path(items[0])):
+        return os.path.abspath(paths.local_path(items[0]))
     return ", ".join(items)
 
 
@@ -118,9 +119,9 @@ def _hidden(name: str) -> bool:
 
 
 def _expand(label: str, entry: str, spark: Optional[SparkSession]) -> List[str]:
-    if not _is_local(entry):
+    if not paths.is_local(entry):
         return _expand_hadoop(label, entry, spark)
-    local = os.path.abspath(_local_path(entry))
+    local = os.path.abspath(paths.local_path(entry))
     if _has_glob(entry):
         matches = sorted(glob.glob(local, recursive=True))
         files = [m for m in matches if os.path.isfile(m) and not _hidden(os.path.basename(m))]
@@ -595,13 +596,3 @@ def _parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str]
         parsed = table.select(*picked).rdd.zipWithIndex().map(
             lambda pair: parse_row(list(pair[0]), pair[1] + 1, label))
     return spark.createDataFrame(parsed, schema)
-
-
-# --- paths -------------------------------------------------------------------------------------
-
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _local_path(path: str) -> str:
-    return os.path.expanduser(path[len("file://"):] if path.startswith("file://") else path)
