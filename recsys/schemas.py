@@ -232,6 +232,30 @@ TRIALS_SCHEMA = StructType([
 ])
 
 
+# --- parsed source rows (readers -> ingest) -----------------------------------------------
+# The output columns plus line_number, raw and reason (NULL for a good row) and source_file, so
+# that every bad line keeps its text, file and line for *_rejected.
+_META_FIELDS = [
+    StructField("line_number", LongType(), True),
+    StructField("raw", StringType(), True),
+    StructField("reason", StringType(), True),
+    StructField("source_file", StringType(), True),
+]
+PARSED_RATINGS_SCHEMA = StructType([
+    StructField("user_id", LongType(), True),
+    StructField("item_id", LongType(), True),
+    StructField("rating", DoubleType(), True),
+    StructField("timestamp_seconds", LongType(), True),
+    *_META_FIELDS,
+])
+PARSED_MOVIES_SCHEMA = StructType([
+    StructField("movie_id", LongType(), True),
+    StructField("movie_title", StringType(), True),
+    StructField("genre", StringType(), True),
+    *_META_FIELDS,
+])
+
+
 # --- the top-k order ----------------------------------------------------------------------------
 
 def topk_order(pred_col: str, item_col: str, *, text_ids: bool = False) -> List[Column]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from recsys import schemas
 from recsys.model import FACTORS, INTERCEPT, TrainedModel
@@ -42,9 +43,8 @@ def weights(spark: SparkSession, model: TrainedModel) -> DataFrame:
     items = items.withColumn("_key", F.row_number().over(_by("_key1"))).drop("_key1")
     global_row = spark.createDataFrame(
         [(None, schemas.GLOBAL_INTERCEPT_FEATURE, None, float(model.global_intercept), 2, 0)],
-        "processed_input string, feature string, "
-        "factor_weights array<struct<factor:bigint,weight:double>>, intercept double, "
-        "_order int, _key int")
+        T.StructType(schemas.WEIGHTS_SCHEMA.fields + [T.StructField("_order", T.IntegerType()),
+                                                      T.StructField("_key", T.IntegerType())]))
     stacked = users.unionByName(items).unionByName(global_row)
     return stacked.orderBy("_order", "_key").drop("_order", "_key")
 

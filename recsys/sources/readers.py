@@ -23,32 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import StructType
 
 from recsys import paths
+from recsys.schemas import _META_FIELDS, PARSED_MOVIES_SCHEMA, PARSED_RATINGS_SCHEMA
 from recsys.sources import download, formats
 from recsys.config import SourceConfig
 from recsys.errors import InputError
-
-_META_FIELDS = [
-    StructField("line_number", LongType(), True),
-    StructField("raw", StringType(), True),
-    StructField("reason", StringType(), True),
-    StructField("source_file", StringType(), True),
-]
-PARSED_RATINGS_SCHEMA = StructType([
-    StructField("user_id", LongType(), True),
-    StructField("item_id", LongType(), True),
-    StructField("rating", DoubleType(), True),
-    StructField("timestamp_seconds", LongType(), True),
-    *_META_FIELDS,
-])
-PARSED_MOVIES_SCHEMA = StructType([
-    StructField("movie_id", LongType(), True),
-    StructField("movie_title", StringType(), True),
-    StructField("genre", StringType(), True),
-    *_META_FIELDS,
-])
 
 
 @dataclass(frozen=True)
