@@ -52,23 +52,55 @@ def test_custom_split_feeds_eval_loss_and_evaluate(spark, tmp_path, ratings_parq
 
 
 def test_implicit_feedback_end_to_end(spark, tmp_path, ratings_parquet):
+    """FEEDBACK_TYPE implicit through train, evaluate and recommend (bigquery_ml): every
+    iteration's loss and eval_loss, the factors and ML.EVALUATE's four metrics equal the dense
+    WALS oracle (tests/oracles.py) and the ranking oracle of tests/test_implicit_metrics.py, fed
+    with the oracle's own scores; WALS_ALPHA 5 is the one the oracle uses."""
+    from oracles import wals_dense
+    from test_implicit_metrics import oracle as implicit_oracle
+
     path, frame = ratings_parquet
     cfg = config(tmp_path, path, "model.feedback_type=implicit", "model.wals_alpha=5",
-                 "model.data_split_method=random", "recommend.top_k=3")
+                 "model.l2_reg=2.0", "model.early_stop=false",
+                 "model.data_split_method=custom", "model.data_split_col=is_eval",
+                 "recommend.top_k=3")
     run_train(spark, cfg)
     run_evaluate(spark, cfg)
     run_recommend(spark, cfg)
+    train, held = frame[~frame.is_eval], frame[frame.is_eval]
+    want = wals_dense(train.user_id.to_numpy(), train.item_id.to_numpy(),
+                      train.rating.to_numpy(), rank=3, l2_reg=2.0, alpha=5.0, iterations=3,
+                      seed=42, eval_rows=list(zip(held.user_id, held.item_id, held.rating)))
+    info = read(tmp_path, "training_info")
+    assert info["loss"].tolist() == pytest.approx([w["loss"] for w in want], rel=1e-8)
+    assert info["eval_loss"].tolist() == pytest.approx([w["eval_loss"] for w in want], rel=1e-8)
+    user_f, item_f = want[-1]["users"], want[-1]["items"]
+    weights = read(tmp_path, "weights")
+    assert (weights.intercept == 0.0).all()  # WALS has no intercepts
+    for row in weights[weights.processed_input == "user_id"].itertuples():
+        factors = [w["weight"] for w in row.factor_weights]
+        assert factors == pytest.approx(user_f[int(row.feature)], abs=1e-8)
+
+    # ML.EVALUATE on the held-out rows: every held-out user ranks every training item by the
+    # oracle's x_u . y_i (0 for a user the model has never seen).
+    scores = [(int(u), int(i), float(user_f[u] @ y) if u in user_f else 0.0)
+              for u in sorted(set(held.user_id)) for i, y in item_f.items()]
+    expected = implicit_oracle(list(zip(held.user_id, held.item_id, held.rating)), scores)
     evaluate = read(tmp_path, "evaluate")
-    assert list(evaluate.columns) == ["mean_average_precision", "mean_squared_error",
-                                      "normalized_discounted_cumulative_gain", "average_rank"]
-    assert 0 <= evaluate["average_rank"].iloc[0] <= 1
+    assert list(evaluate.columns) == list(expected)
+    for name, value in expected.items():
+        assert evaluate[name].iloc[0] == pytest.approx(value, rel=1e-6), name
+
     rec = read(tmp_path, "recommend")
     assert list(rec.columns) == ["predicted_rating_confidence", "user_id", "item_id"]
+    got = dict(zip(zip(rec.user_id, rec.item_id), rec.predicted_rating_confidence))
+    assert len(got) == len(user_f) * len(item_f)
+    for (u, i), value in list(got.items())[::37]:
+        assert value == pytest.approx(user_f[u] @ item_f[i], abs=1e-8)
     top = read(tmp_path, "recommend_top5")
-    first = top.iloc[0]["recommendations"]
-    assert len(first) == 3
-    assert [e["predicted_rating_confidence"] for e in first] == sorted(
-        [e["predicted_rating_confidence"] for e in first], reverse=True)
+    for row in top.itertuples():
+        ranked = sorted(item_f, key=lambda i: (-(user_f[row.user_id] @ item_f[i]), i))[:3]
+        assert [e["item_id"] for e in row.recommendations] == ranked
 
 
 def test_string_ids_through_the_jobs(spark, tmp_path, ratings_parquet):
