@@ -130,3 +130,24 @@ def wals_dense(users, items, ratings, *, rank, l2_reg, alpha, iterations, seed, 
         history.append({"users": dict(zip(uniq_u, x.copy())), "items": dict(zip(uniq_i, y.copy())),
                         "loss": loss, "eval_loss": eval_loss})
     return history
+
+
+def spark_xxhash64(*parts) -> int:
+    """Spark SQL's ``xxhash64`` of several columns (signed): each (value, width) part, a BIGINT
+    (width 8) or an INT (width 4), hashed as its little-endian bytes seeded with the hash of the
+    parts before it (42 for the first)."""
+    import xxhash
+
+    state = 42
+    for value, width in parts:
+        state = xxhash.xxh64_intdigest(int(value).to_bytes(width, "little", signed=True),
+                                       seed=state)
+    return state - (1 << 64) if state >= 1 << 63 else state
+
+
+def random_split_is_eval(user: int, item: int, seed: int, fraction: float) -> bool:
+    """DATA_SPLIT_METHOD RANDOM as recsys documents it, for BIGINT user and item ids: a row is
+    eval when xxhash64(user, item, seed) reduced to [0, 2^53) and divided by 2^53 is below
+    ``fraction``."""
+    h = spark_xxhash64((user, 8), (item, 8), (seed, 4)) % (1 << 53)
+    return h / float(1 << 53) < fraction
