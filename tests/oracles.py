@@ -151,3 +151,19 @@ def random_split_is_eval(user: int, item: int, seed: int, fraction: float) -> bo
     ``fraction``."""
     h = spark_xxhash64((user, 8), (item, 8), (seed, 4)) % (1 << 53)
     return h / float(1 << 53) < fraction
+
+
+def intercept_sweeps(users, items, ratings, *, mu, l2_reg, sweeps):
+    """spark_als's intercepts: ``sweeps`` Gauss-Seidel sweeps from zero, each the exact
+    minimiser b_i = sum(r - mu - b_u) / (n_i + l2_reg), then b_u likewise (NumPy). Returns
+    (users {id: b_u}, items {id: b_i})."""
+    uniq_u, ui = np.unique(np.asarray(users), return_inverse=True)
+    uniq_i, ii = np.unique(np.asarray(items), return_inverse=True)
+    r = np.asarray(ratings, dtype=float)
+    bu, bi = np.zeros(len(uniq_u)), np.zeros(len(uniq_i))
+    for _ in range(sweeps):
+        bi = np.bincount(ii, r - mu - bu[ui], len(uniq_i)) / (np.bincount(ii, None, len(uniq_i))
+                                                              + l2_reg)
+        bu = np.bincount(ui, r - mu - bi[ii], len(uniq_u)) / (np.bincount(ui, None, len(uniq_u))
+                                                              + l2_reg)
+    return dict(zip(uniq_u.tolist(), bu)), dict(zip(uniq_i.tolist(), bi))
