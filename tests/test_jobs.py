@@ -136,3 +136,86 @@ def test_minimum_support_and_exclusion_in_the_top_k(spark, tmp_path, ratings_par
     pairs = frame.user_id.nunique() * frame.item_id.nunique()
     assert len(read(tmp_path, "recommend")) == pairs
     assert f"{pairs:,} (user, item) predictions" in report.render()
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory, ratings_parquet):
+    """run_train on the fixture (NO_SPLIT, early stop off) and the oracle's final model."""
+    from oracles import bqml_explicit_als
+
+    path, frame = ratings_parquet
+    sink = tmp_path_factory.mktemp("trained")
+    run_train(spark, config(sink, path, "model.early_stop=false", "model.l2_reg=2.0"))
+    last = bqml_explicit_als(frame.user_id.to_numpy(), frame.item_id.to_numpy(),
+                             frame.rating.to_numpy(), rank=3, l2_reg=2.0, intercept_l2_reg=2.0,
+                             iterations=3, seed=42)[-1]
+
+    def predict(u, i):
+        """The oracle's prediction, with BigQuery ML's fallback for an unknown user or item."""
+        value = last["mu"] + last["users"].get(u, (None, 0.0))[1] + \
+            last["items"].get(i, (None, 0.0))[1]
+        if u in last["users"] and i in last["items"]:
+            value += last["users"][u][0] @ last["items"][i][0]
+        return value
+
+    return sink, path, frame, predict, sorted(last["items"])
+
+
+def test_evaluate_input_scores_the_given_table(spark, tmp_path, trained):
+    """evaluate.input: ML.EVALUATE on another table (here with a user and an item the model has
+    never seen, scored by the intercept fallback) equals NumPy's metrics of the oracle's
+    predictions on exactly those rows."""
+    from oracles import regression_metrics
+
+    sink, path, frame, predict, _ = trained
+    table = frame.iloc[::5][["user_id", "item_id", "rating"]]
+    table = pd.concat([table, pd.DataFrame({"user_id": [999, 3], "item_id": [4, 9999],
+                                            "rating": [4.0, 1.5]})], ignore_index=True)
+    table_path = tmp_path / "evaluate_input.parquet"
+    table.to_parquet(table_path)
+    cfg = config(sink, path, "model.early_stop=false", "model.l2_reg=2.0",
+                 f"evaluate.input={table_path}")
+    report = run_evaluate(spark, cfg)
+    want = regression_metrics(table.rating, [predict(u, i) for u, i in
+                                             zip(table.user_id, table.item_id)])
+    got = read(sink, "evaluate")
+    for name, value in want.items():
+        assert got[name].iloc[0] == pytest.approx(value, rel=1e-8), name
+    assert f"on {table_path}" in report.render()
+
+
+def test_recommend_input_of_users_and_of_pairs(spark, tmp_path, trained):
+    """recommend.input with only a user column: those users (one unknown) x every training
+    item, and their top 5 by (prediction DESC, item ASC); with user and item columns: exactly
+    those pairs, other columns passed through, each user's top 5 among its own pairs."""
+    sink, path, frame, predict, items = trained
+    users = pd.DataFrame({"user_id": [5, 17, 999, 5]})
+    users_path = tmp_path / "users.parquet"
+    users.to_parquet(users_path)
+    run_recommend(spark, config(sink, path, "model.early_stop=false", "model.l2_reg=2.0",
+                                f"recommend.input={users_path}"))
+    rec = read(sink, "recommend")
+    assert sorted(zip(rec.user_id, rec.item_id)) == [(u, i) for u in (5, 17, 999) for i in items]
+    for u, i, value in zip(rec.user_id, rec.item_id, rec.predicted_rating):
+        assert value == pytest.approx(predict(u, i), abs=1e-8)
+    top = {r.user_id: [e["item_id"] for e in r.recommendations]
+           for r in read(sink, "recommend_top5").itertuples()}
+    assert top == {u: sorted(items, key=lambda i: (-predict(u, i), i))[:5] for u in (5, 17, 999)}
+
+    pairs = pd.DataFrame({"user_id": [5, 5, 5, 17, 17, 999], "item_id": [1, 2, 77, 2, 9999, 2],
+                          "tag": list("abcdef")})
+    pairs_path = tmp_path / "pairs.parquet"
+    pairs.to_parquet(pairs_path)
+    run_recommend(spark, config(sink, path, "model.early_stop=false", "model.l2_reg=2.0",
+                                f"recommend.input={pairs_path}", "recommend.top_k=2"))
+    rec = read(sink, "recommend")
+    assert list(rec.columns) == ["predicted_rating", "user_id", "item_id", "tag"]
+    got = {r.tag: (r.user_id, r.item_id, r.predicted_rating) for r in rec.itertuples()}
+    assert set(got) == set("abcdef")
+    for p in pairs.itertuples():
+        assert got[p.tag][:2] == (p.user_id, p.item_id)
+        assert got[p.tag][2] == pytest.approx(predict(p.user_id, p.item_id), abs=1e-8)
+    top = {r.user_id: [e["item_id"] for e in r.recommendations]
+           for r in read(sink, "recommend_top5").itertuples()}
+    mine = pairs.groupby("user_id").item_id.apply(list).to_dict()
+    assert top == {u: sorted(v, key=lambda i: (-predict(u, i), i))[:2] for u, v in mine.items()}

@@ -1,16 +1,24 @@
-"""The model: intercepts against numpy, ML.TRAINING_INFO iterates and early stop, ML.WEIGHTS and
-ML.GENERATE_EMBEDDING, string ids, and BigQuery ML's L2_REG against Spark's regParam."""
+"""The model: intercepts against numpy, ML.TRAINING_INFO iterates and early stop in every
+training-info mode, ML.WEIGHTS and ML.GENERATE_EMBEDDING, implicit spark_als, string ids, and
+BigQuery ML's L2_REG against Spark's regParam. No expectation calls recsys: the references are
+NumPy oracles (tests/oracles.py) and, for spark_als's random start, pyspark.ml ALS fitted here
+directly on residuals computed in NumPy."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from oracles import bqml_explicit_als, intercept_sweeps
 from recsys.config import ModelConfig
 from recsys.model import fit, fit_intercepts
 from recsys.recommend import recommend
 from recsys.weights import embeddings, weights
 
 pytestmark = pytest.mark.spark
+# spark_als's intercepts: 5 Gauss-Seidel sweeps (recsys.model.INTERCEPT_SWEEPS, written out here
+# so that the references do not take the number from the code under test).
+INTERCEPT_SWEEPS = 5
 
 
 def ridge_intercepts(users, items, ratings, lam):
@@ -57,68 +65,140 @@ def test_intercepts_match_the_ridge_solution_on_sparse_data(spark):
 
 
 @pytest.fixture(scope="module")
-def small_ratings(spark):
+def small_frame():
     rng = np.random.default_rng(11)
     pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, 40, 700),
                                                       rng.integers(1, 60, 700))})
-    rows = [(u, i, float(rng.integers(1, 6))) for u, i in pairs]
-    return spark.createDataFrame(rows, "user_id long, item_id long, rating double").cache()
+    return pd.DataFrame([(u, i, float(rng.integers(1, 6))) for u, i in pairs],
+                        columns=["user_id", "item_id", "rating"])
 
 
-def test_every_iteration_reports_the_real_iterates(small_ratings):
-    """spark_als: pyspark.ml ALS has no per-iteration hook; every_iteration refits."""
-    cfg = ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0, max_iterations=4,
-                      early_stop=False, training_info="every_iteration", seed=3)
-    model = fit(small_ratings, cfg)
-    info = model.training_info
-    assert [row["iteration"] for row in info] == [0, 1, 2, 3]
+@pytest.fixture(scope="module")
+def small_ratings(spark, small_frame):
+    return spark.createDataFrame(small_frame).cache()
+
+
+def spark_als_reference_loss(spark, frame, *, rank, reg_param, iterations, seed, l2_reg):
+    """ML.TRAINING_INFO's loss of spark_als's model after ``iterations`` ALS iterations, built
+    without recsys: the intercepts by NumPy sweeps (oracles.intercept_sweeps), the residuals
+    indexed by ascending id, pyspark.ml ALS fitted on them directly (2 blocks, as on local[2]),
+    and the MSE of mu + b_u + b_i + x_u . y_i computed in NumPy."""
+    from pyspark.ml.recommendation import ALS
+
+    users, items, r = frame.user_id.to_numpy(), frame.item_id.to_numpy(), frame.rating.to_numpy()
+    mu = r.mean()
+    b_u, b_i = intercept_sweeps(users, items, r, mu=mu, l2_reg=l2_reg, sweeps=INTERCEPT_SWEEPS)
+    u_idx = {u: n for n, u in enumerate(sorted(set(users.tolist())))}
+    i_idx = {i: n for n, i in enumerate(sorted(set(items.tolist())))}
+    rows = [(u_idx[u], i_idx[i], float(v - mu - b_u[u] - b_i[i]))
+            for u, i, v in zip(users.tolist(), items.tolist(), r)]
+    residuals = spark.createDataFrame(rows, "_u int, _i int, _target double")
+    als = ALS(rank=rank, maxIter=iterations, regParam=reg_param, implicitPrefs=False,
+              userCol="_u", itemCol="_i", ratingCol="_target", nonnegative=False, seed=seed)
+    fitted = als.setNumUserBlocks(2).setNumItemBlocks(2).fit(residuals)
+    x = {r.id: np.array(r.features) for r in fitted.userFactors.collect()}
+    y = {r.id: np.array(r.features) for r in fitted.itemFactors.collect()}
+    pred = [mu + b_u[u] + b_i[i] + x[u_idx[u]] @ y[i_idx[i]]
+            for u, i in zip(users.tolist(), items.tolist())]
+    return float(np.mean((r - np.array(pred)) ** 2))
+
+
+def stop_length(losses, threshold):
+    """Rows BigQuery ML's EARLY_STOP keeps: up to the first iteration whose relative
+    improvement over the previous one is below ``threshold``."""
+    for n in range(1, len(losses)):
+        if (losses[n - 1] - losses[n]) / losses[n - 1] < threshold:
+            return n + 1
+    return len(losses)
+
+
+def test_early_stop_bigquery_ml(small_frame, small_ratings):
+    """bigquery_ml (training_info final, one row per iteration run): the rows are the oracle's
+    iterations up to the first relative improvement below MIN_REL_PROGRESS."""
+    held = small_frame.iloc[::23]
+    cfg = ModelConfig(num_factors=4, l2_reg=1.0, max_iterations=10, early_stop=True,
+                      min_rel_progress=0.05, seed=3)
+    info = fit(small_ratings, cfg, small_ratings.sparkSession.createDataFrame(held)).training_info
+    want = bqml_explicit_als(small_frame.user_id.to_numpy(), small_frame.item_id.to_numpy(),
+                             small_frame.rating.to_numpy(), rank=4, l2_reg=1.0,
+                             intercept_l2_reg=1.0, iterations=10, seed=3,
+                             eval_rows=list(zip(held.user_id, held.item_id, held.rating)))
+    n = stop_length([w["loss"] for w in want], 0.05)
+    assert 2 < n < 10  # the stop falls inside the run
+    assert [row["loss"] for row in info] == pytest.approx([w["loss"] for w in want[:n]], rel=1e-8)
+    assert [row["eval_loss"] for row in info] == pytest.approx(
+        [w["eval_loss"] for w in want[:n]], rel=1e-8)
+
+
+def test_every_iteration_reports_the_real_iterates_and_stops_early(spark, small_frame,
+                                                                     small_ratings):
+    """spark_als every_iteration: row k is the model after k + 1 ALS iterations, as the
+    reference built without recsys gives it (pyspark.ml ALS has no per-iteration hook, so
+    recsys refits), and the fits stop after the first iterate whose relative improvement is
+    below MIN_REL_PROGRESS."""
+    cfg = ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0, max_iterations=8,
+                      early_stop=True, min_rel_progress=0.05, training_info="every_iteration",
+                      seed=3)
+    info = fit(small_ratings, cfg).training_info
+    reg = 1.0 * small_frame.user_id.nunique() / len(small_frame)  # per_user: L2_REG / mean n_u
+    want = []
+    while len(want) < 8 and stop_length(want, 0.05) == len(want):
+        want.append(spark_als_reference_loss(spark, small_frame, rank=4, reg_param=reg,
+                                             iterations=len(want) + 1, seed=3, l2_reg=1.0))
+    n = stop_length(want, 0.05)
+    assert 2 <= n < 8
+    assert [row["iteration"] for row in info] == list(range(n))
     assert all(row["eval_loss"] is None for row in info)
-    # Iterate k is the same model as a separate 'final' fit with max_iterations = k + 1.
-    for k in (0, 2):
-        single = fit(small_ratings, ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0,
-                                                max_iterations=k + 1, early_stop=False, seed=3))
-        assert single.training_info[-1]["loss"] == pytest.approx(info[k]["loss"], rel=1e-9)
-    assert info[-1]["loss"] < info[0]["loss"]
+    assert [row["loss"] for row in info] == pytest.approx(want[:n], rel=1e-5)
+    assert want[0] > want[n - 1] * 1.01  # the iterates differ: each row is its own model
 
 
-@pytest.mark.parametrize("solver, training_info", [("spark_als", "every_iteration"),
-                                                   ("bigquery_ml", "final")])
-def test_early_stop_uses_min_rel_progress(small_ratings, spark, solver, training_info):
-    eval_rows = small_ratings.limit(30)
-    cfg = ModelConfig(solver=solver, num_factors=4, l2_reg=1.0, max_iterations=10,
-                      early_stop=True, min_rel_progress=0.05, training_info=training_info, seed=3)
-    info = fit(small_ratings, cfg, eval_rows).training_info
-    losses = [row["loss"] for row in info]
-    progress = [(a - b) / a for a, b in zip(losses, losses[1:])]
-    # Stops at the first iteration whose relative improvement is below the threshold.
-    assert progress[-1] < 0.05 and all(p >= 0.05 for p in progress[:-1])
-    assert len(info) < 10
-    assert all(row["eval_loss"] is not None for row in info)
+def test_early_stop_cannot_apply_to_spark_als_final(spark, small_frame, small_ratings):
+    """spark_als final fits max_iterations at once: one row, iteration max_iterations - 1, the
+    reference model of max_iterations iterations, whatever EARLY_STOP says."""
+    cfg = ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0, max_iterations=5,
+                      early_stop=True, min_rel_progress=0.5, seed=3)
+    info = fit(small_ratings, cfg).training_info
+    reg = 1.0 * small_frame.user_id.nunique() / len(small_frame)
+    assert [row["iteration"] for row in info] == [4]
+    assert info[0]["loss"] == pytest.approx(spark_als_reference_loss(
+        spark, small_frame, rank=4, reg_param=reg, iterations=5, seed=3, l2_reg=1.0), rel=1e-5)
 
 
-def test_weights_schema_and_predictions_rebuilt_from_them(spark, small_ratings):
-    cfg = ModelConfig(num_factors=3, l2_reg=1.0, max_iterations=5, seed=1)
-    model = fit(small_ratings, cfg)
+def test_weights_and_embeddings_are_the_oracle_model_in_id_order(spark, small_frame,
+                                                                  small_ratings):
+    """ML.WEIGHTS: the schema, the global row, and every user's and item's factors and
+    intercept equal the NumPy oracle's; rows ordered users then items by numeric id (not as
+    text: 2 before 10), the global row last. ML.GENERATE_EMBEDDING: factors + [intercept]."""
+    model = fit(small_ratings, ModelConfig(num_factors=3, l2_reg=1.0, max_iterations=5,
+                                           early_stop=False, seed=1))
     table = weights(spark, model)
     assert table.schema.simpleString() == (
         "struct<processed_input:string,feature:string,"
         "factor_weights:array<struct<factor:bigint,weight:double>>,intercept:double>")
+    want = bqml_explicit_als(small_frame.user_id.to_numpy(), small_frame.item_id.to_numpy(),
+                             small_frame.rating.to_numpy(), rank=3, l2_reg=1.0,
+                             intercept_l2_reg=1.0, iterations=5, seed=1)[-1]
     rows = table.collect()
-    glob = [r for r in rows if r.feature == "global__intercept__"]
-    assert len(glob) == 1 and glob[0].processed_input is None and glob[0].factor_weights is None
-    assert glob[0].intercept == pytest.approx(np.mean([r.rating for r in small_ratings.collect()]))
-    vec = {(r.processed_input, r.feature): (r.intercept, [w.weight for w in r.factor_weights])
-           for r in rows if r.processed_input}
-    assert {r.processed_input for r in rows if r.processed_input} == {"user_id", "item_id"}
-    assert all([w.factor for w in r.factor_weights] == [1, 2, 3] for r in rows if r.processed_input)
-    # Every prediction is global + intercepts + dot product of the weights (numpy).
-    for r in recommend(model).limit(200).collect():
-        bu, xu = vec[("user_id", str(r.user_id))]
-        bi, yi = vec[("item_id", str(r.item_id))]
-        assert r.predicted_rating == pytest.approx(glob[0].intercept + bu + bi + np.dot(xu, yi))
+    users, items = sorted(want["users"]), sorted(want["items"])
+    assert [(r.processed_input, r.feature) for r in rows] == (
+        [("user_id", str(u)) for u in users] + [("item_id", str(i)) for i in items]
+        + [(None, "global__intercept__")])
+    glob = rows[-1]
+    assert glob.factor_weights is None
+    assert glob.intercept == pytest.approx(small_frame.rating.mean(), rel=1e-12)
+    for r in rows[:-1]:
+        factors, intercept = want[r.processed_input.replace("_id", "s")][int(r.feature)]
+        assert [w.factor for w in r.factor_weights] == [1, 2, 3]
+        assert [w.weight for w in r.factor_weights] == pytest.approx(factors, abs=1e-8)
+        assert r.intercept == pytest.approx(intercept, abs=1e-8)
     emb = {(r.processed_input, r.feature): r.ml_generate_embedding_result
            for r in embeddings(model).collect()}
-    assert emb == {key: factors + [icpt] for key, (icpt, factors) in vec.items()}
+    assert len(emb) == len(users) + len(items)
+    for side, key in (("user_id", "users"), ("item_id", "items")):
+        for ident, (factors, intercept) in want[key].items():
+            assert emb[(side, str(ident))] == pytest.approx(list(factors) + [intercept],
+                                                            abs=1e-8)
 
 
 def test_string_ids_round_trip(spark):
@@ -193,13 +273,13 @@ def test_l2_reg_literal_vs_mapped_on_movielens_sample(spark):
         model = fit(ratings, cfg)
         mse = model.training_info[-1]["loss"]
         results[name] = (model.options["spark_reg_param"], mse, 1 - mse / np.var(label))
-        if name == "literal":
-            users, items = fit_intercepts(ratings, global_mean=float(label.mean()), l2_reg=9.83)
-            only = (ratings.join(users.withColumnRenamed("intercept", "bu"), "user_id")
-                    .join(items.withColumnRenamed("intercept", "bi"), "item_id")
-                    .select(F.avg(F.pow(F.col("rating") - float(label.mean()) - F.col("bu")
-                                        - F.col("bi"), 2))).head()[0])
-            assert mse == pytest.approx(only, rel=1e-6)   # the factors add nothing
+        if name == "literal":  # the factors add nothing: the intercept-only model's MSE
+            frame = ratings.toPandas()
+            b_u, b_i = intercept_sweeps(frame.user_id, frame.item_id, frame.rating,
+                                        mu=label.mean(), l2_reg=9.83, sweeps=INTERCEPT_SWEEPS)
+            only = np.mean((frame.rating - label.mean() - frame.user_id.map(b_u)
+                            - frame.item_id.map(b_i)) ** 2)
+            assert mse == pytest.approx(only, rel=1e-6)
     print("regParam, training MSE, R2:", results)
     assert results["mapped"][0] == pytest.approx(9.83 * 671 / 100004)  # per_user
     assert results["mapped"][1] < results["literal"][1]

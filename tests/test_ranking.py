@@ -141,3 +141,38 @@ def test_bigquery_ml_tuning_searches_the_intercept_ridge(spark, ratings):
     winner = min(rows, key=lambda r: r.objective)
     assert (best.l2_reg, best.intercept_l2_reg) == (winner.l2_reg, winner.intercept_l2_reg)
     assert len({round(r.objective, 9) for r in rows}) == 4  # the intercept ridge matters
+
+
+def test_rating_metrics_score_every_test_row_with_the_fallback(spark):
+    """ranking.rating_metrics: every test row is scored, a cold user by global + item
+    intercept, a cold item by global + user intercept, both cold by the global intercept;
+    the metrics are NumPy's on those predictions (tests/oracles.py), rmse their root."""
+    from oracles import regression_metrics
+    from recsys.model import TrainedModel
+    from recsys.ranking import rating_metrics
+
+    users = {1: (0.5, [1.0, -0.5]), 2: (-0.25, [0.2, 0.4])}
+    items = {10: (0.25, [0.5, 1.0]), 20: (-0.5, [2.0, 0.0]), 30: (0.0, [-1.0, 0.5])}
+    model = TrainedModel(
+        users=spark.createDataFrame([(k, b, f) for k, (b, f) in users.items()],
+                                    "user_id long, intercept double, factors array<double>"),
+        items=spark.createDataFrame([(k, b, f) for k, (b, f) in items.items()],
+                                    "item_id long, intercept double, factors array<double>"),
+        global_intercept=3.5, data={}, options={"user_col": "user_id", "item_col": "item_id",
+                                                "feedback_type": "explicit", "num_factors": 2})
+    test = [(1, 10, 4.0), (1, 20, 5.0), (2, 30, 2.0), (2, 10, 3.5), (7, 20, 4.5), (1, 99, 1.0),
+            (8, 98, 3.0), (2, 20, 3.0)]
+
+    def predict(u, i):
+        value = 3.5 + users.get(u, (0.0, None))[0] + items.get(i, (0.0, None))[0]
+        if u in users and i in items:
+            value += float(np.dot(users[u][1], items[i][1]))
+        return value
+
+    got = rating_metrics(model, spark.createDataFrame(test, "user_id long, item_id long, "
+                                                            "rating double"))
+    want = regression_metrics([r for _, _, r in test], [predict(u, i) for u, i, _ in test])
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
+    assert got["rmse"] == pytest.approx(math.sqrt(want["mean_squared_error"]), rel=1e-12)
+    assert got["scored_rows"] == len(test)

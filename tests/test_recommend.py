@@ -184,18 +184,21 @@ ITEM_IDS = [7 * j + 3 for j in range(40)]
 
 def _constrained_model(spark):
     """global 3; items: 30 share intercept 0.5 (a cold user ties them all), 12 of those also
-    share their factors (a known user's tie group across position k), the rest differ."""
+    share their factors (a known user's tie group across position k), the rest differ. Every
+    fourth item scores lower, so that each tie group is interleaved in id order with items
+    outside it (a selection that is not the smallest ids shows)."""
     from recsys.model import TrainedModel
 
     rng = np.random.default_rng(23)
-    items = []
+    items, identical = [], 0
     for n, item in enumerate(ITEM_IDS):
-        if n < 12:
-            bias, factors = 0.5, [1.0, 1.0]           # identical: an exact tie group
-        elif n < 30:
-            bias, factors = 0.5, [float(v) for v in rng.uniform(-1, 0.9, 2)]
-        else:
+        if n % 4 == 3:
             bias, factors = float(rng.uniform(-1, 0.4)), [float(v) for v in rng.uniform(-1, 1, 2)]
+        elif identical < 12:
+            identical += 1
+            bias, factors = 0.5, [1.0, 1.0]           # identical: an exact tie group
+        else:
+            bias, factors = 0.5, [float(v) for v in rng.uniform(-1, 0.9, 2)]
         items.append((item, bias, factors))
     rng.shuffle(items)
     users = [(1, 0.1, [1.0, 1.0]),                     # ranks the tie group first
