@@ -10,8 +10,7 @@ line arrives on stdin; the test then kills the process group (SIGKILL) or releas
 stops nowhere.
 
 ``write:<table>`` stops in the middle of that table's write, inside a Spark task: the task of
-the write's second partition, once the write has started (its version folder and task files
-exist), connects to 127.0.0.1:$RECSYS_BARRIER_PORT (a socket the test listens on), sends the
+the write's first partition, once the write has started (its version folder exists), connects to 127.0.0.1:$RECSYS_BARRIER_PORT (a socket the test listens on), sends the
 same ``BARRIER`` line and blocks until it receives a byte (or is killed). Test code only: the
 product has no such hook.
 """
@@ -50,7 +49,7 @@ def install(boundary: str) -> None:
         def stalling(report, sink, name, df):
             if name == table:
                 message = f"BARRIER {boundary} {runs.active(sink.dataset_dir).run_id}"
-                df = df.mapInPandas(_stall_second_partition(port, message), df.schema)
+                df = df.mapInPandas(_stall_first_partition(port, message), df.schema)
             return original(report, sink, name, df)
 
         pipeline._write = stalling  # the run_* functions look _write up at call time
@@ -61,14 +60,14 @@ def install(boundary: str) -> None:
         raise SystemExit(f"unknown boundary {boundary!r}")
 
 
-def _stall_second_partition(port: int, message: str):
-    """mapInPandas function: the task of partition 1 reports ``message`` and waits."""
+def _stall_first_partition(port: int, message: str):
+    """mapInPandas function: the task of partition 0 reports ``message`` and waits."""
     def stall(batches):
         import socket
 
         from pyspark import TaskContext
 
-        if TaskContext.get().partitionId() == 1:
+        if TaskContext.get().partitionId() == 0:
             with socket.create_connection(("127.0.0.1", port)) as conn:
                 conn.sendall((message + "\n").encode())
                 conn.recv(1)

@@ -135,8 +135,8 @@ def test_rerun_replaces_without_duplicates(pipeline_run, bq_spark, bq_emulator):
     cfg, _, ratings = pipeline_run
     def snapshot():
         out = {n: canonical(bq_emulator, n) for n in RERUN_TABLES}
-        out["training_info"] = [tuple(c for c in row if c[0] != "duration_ms")
-                                for row in out["training_info"]]
+        out["training_info"] = sorted((tuple(c for c in row if c[0] != "duration_ms")
+                                       for row in out["training_info"]), key=repr)
         return out
     before = snapshot()
     run_ingest(bq_spark, cfg)
