@@ -177,13 +177,14 @@ def test_blocked_top_k_equals_ranking_all_pairs_on_real_data(spark):
 # --- top-k under constraints, against a plain-Python oracle -----------------------------------
 
 K = 5
-# Item ids out of order and not contiguous; 40 items, so that a tie group is longer than
-# k + RESCORE_MARGIN (13) and the blocked path's candidate margin really decides.
-ITEM_IDS = [7 * j + 3 for j in range(40)]
+# Item ids out of order and not contiguous; 400 items, so that a tie group is far longer than
+# k + RESCORE_MARGIN (13) and the blocked path's candidate margin really decides (with a few
+# dozen items NumPy's partial sort happens to keep the smallest positions of a tie).
+ITEM_IDS = [7 * j + 3 for j in range(400)]
 
 
 def _constrained_model(spark):
-    """global 3; items: 30 share intercept 0.5 (a cold user ties them all), 12 of those also
+    """global 3; items: 300 share intercept 0.5 (a cold user ties them all), 12 of those also
     share their factors (a known user's tie group across position k), the rest differ. Every
     fourth item scores lower, so that each tie group is interleaved in id order with items
     outside it (a selection that is not the smallest ids shows)."""
@@ -233,13 +234,13 @@ def _oracle_top_k(users, items, wanted, excluded, supported, k):
 
 def test_top_k_with_exclusions_support_and_large_ties_matches_the_oracle(spark):
     """Both top-k paths (blocked, and ranking ML.RECOMMEND's pairs) against the oracle: user 1's
-    12-item tie straddles position k (smallest ids win), user 9 is cold (its 30 top items tie),
+    12-item tie straddles position k (smallest ids win), user 9 is cold (its ~270 top items tie),
     user 2's exclusions leave 3 candidates (a list of 3), user 3's leave none (no row), user 5
     has no factors; items below the minimum support never appear."""
     from recsys.recommend import top_k_for_users
 
     model, users, items = _constrained_model(spark)
-    supported = [i for n, i in enumerate(ITEM_IDS) if n % 9 != 4]   # drops 5 items, 2 tied ones
+    supported = [i for n, i in enumerate(ITEM_IDS) if n % 9 != 4]   # every ninth item unsupported
     excluded = {(1, ITEM_IDS[0]), (1, ITEM_IDS[6]), (9, ITEM_IDS[1]), (9, ITEM_IDS[15]),
                 (4, ITEM_IDS[2])}
     keep_for_2 = {ITEM_IDS[3], ITEM_IDS[20], ITEM_IDS[35]}
