@@ -1,4 +1,6 @@
-"""The train / evaluate / recommend jobs in-process: data splits, implicit feedback, string ids."""
+"""The train / evaluate / recommend jobs in-process: implicit feedback, string ids, minimum
+support and exclusions, evaluate.input and recommend.input. (Data splits:
+tests/test_split_isolation.py; tuning: tests/test_tuning.py.)"""
 
 import numpy as np
 import pandas as pd
@@ -31,24 +33,6 @@ def config(tmp_path, input_path, *sets):
 
 def read(tmp_path, name):
     return pd.read_parquet(tmp_path / "bqml_tutorial" / name)
-
-
-def test_custom_split_feeds_eval_loss_and_evaluate(spark, tmp_path, ratings_parquet):
-    path, frame = ratings_parquet
-    cfg = config(tmp_path, path, "model.data_split_method=custom",
-                 "model.data_split_col=is_eval", "recommend.write_all_pairs=false")
-    report = run_train(spark, cfg)
-    run_evaluate(spark, cfg)
-    info = read(tmp_path, "training_info")
-    assert info["eval_loss"].notna().all()
-    assert info["eval_loss"].iloc[-1] != pytest.approx(info["loss"].iloc[-1])
-    evaluate = read(tmp_path, "evaluate")
-    # ML.EVALUATE without input = the training-time metrics, on the split's eval rows.
-    assert evaluate["mean_squared_error"].iloc[0] == pytest.approx(info["eval_loss"].iloc[-1])
-    weights = read(tmp_path, "weights")
-    n_train_users = frame[~frame.is_eval].user_id.nunique()
-    assert (weights.processed_input == "user_id").sum() == n_train_users
-    assert "split CUSTOM" in report.render()
 
 
 def test_implicit_feedback_end_to_end(spark, tmp_path, ratings_parquet):

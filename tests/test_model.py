@@ -9,16 +9,14 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from oracles import bqml_explicit_als, intercept_sweeps
+from oracles import (SPARK_ALS_INTERCEPT_SWEEPS, bqml_explicit_als, intercept_sweeps,
+                     spark_als_reference)
 from recsys.config import ModelConfig
 from recsys.model import fit, fit_intercepts
 from recsys.recommend import recommend
 from recsys.weights import embeddings, weights
 
 pytestmark = pytest.mark.spark
-# spark_als's intercepts: 5 Gauss-Seidel sweeps (recsys.model.INTERCEPT_SWEEPS, written out here
-# so that the references do not take the number from the code under test).
-INTERCEPT_SWEEPS = 5
 
 
 def ridge_intercepts(users, items, ratings, lam):
@@ -78,29 +76,12 @@ def small_ratings(spark, small_frame):
     return spark.createDataFrame(small_frame).cache()
 
 
-def spark_als_reference_loss(spark, frame, *, rank, reg_param, iterations, seed, l2_reg):
-    """ML.TRAINING_INFO's loss of spark_als's model after ``iterations`` ALS iterations, built
-    without recsys: the intercepts by NumPy sweeps (oracles.intercept_sweeps), the residuals
-    indexed by ascending id, pyspark.ml ALS fitted on them directly (2 blocks, as on local[2]),
-    and the MSE of mu + b_u + b_i + x_u . y_i computed in NumPy."""
-    from pyspark.ml.recommendation import ALS
-
-    users, items, r = frame.user_id.to_numpy(), frame.item_id.to_numpy(), frame.rating.to_numpy()
-    mu = r.mean()
-    b_u, b_i = intercept_sweeps(users, items, r, mu=mu, l2_reg=l2_reg, sweeps=INTERCEPT_SWEEPS)
-    u_idx = {u: n for n, u in enumerate(sorted(set(users.tolist())))}
-    i_idx = {i: n for n, i in enumerate(sorted(set(items.tolist())))}
-    rows = [(u_idx[u], i_idx[i], float(v - mu - b_u[u] - b_i[i]))
-            for u, i, v in zip(users.tolist(), items.tolist(), r)]
-    residuals = spark.createDataFrame(rows, "_u int, _i int, _target double")
-    als = ALS(rank=rank, maxIter=iterations, regParam=reg_param, implicitPrefs=False,
-              userCol="_u", itemCol="_i", ratingCol="_target", nonnegative=False, seed=seed)
-    fitted = als.setNumUserBlocks(2).setNumItemBlocks(2).fit(residuals)
-    x = {r.id: np.array(r.features) for r in fitted.userFactors.collect()}
-    y = {r.id: np.array(r.features) for r in fitted.itemFactors.collect()}
-    pred = [mu + b_u[u] + b_i[i] + x[u_idx[u]] @ y[i_idx[i]]
-            for u, i in zip(users.tolist(), items.tolist())]
-    return float(np.mean((r - np.array(pred)) ** 2))
+def spark_als_reference_loss(spark, frame, **options):
+    """ML.TRAINING_INFO's loss (training MSE) of the reference spark_als model
+    (oracles.spark_als_reference), computed in NumPy."""
+    predict = spark_als_reference(spark, frame, **options)
+    pred = [predict(u, i) for u, i in zip(frame.user_id.tolist(), frame.item_id.tolist())]
+    return float(np.mean((frame.rating.to_numpy() - np.array(pred)) ** 2))
 
 
 def stop_length(losses, threshold):
@@ -276,7 +257,8 @@ def test_l2_reg_literal_vs_mapped_on_movielens_sample(spark):
         if name == "literal":  # the factors add nothing: the intercept-only model's MSE
             frame = ratings.toPandas()
             b_u, b_i = intercept_sweeps(frame.user_id, frame.item_id, frame.rating,
-                                        mu=label.mean(), l2_reg=9.83, sweeps=INTERCEPT_SWEEPS)
+                                        mu=label.mean(), l2_reg=9.83,
+                                        sweeps=SPARK_ALS_INTERCEPT_SWEEPS)
             only = np.mean((frame.rating - label.mean() - frame.user_id.map(b_u)
                             - frame.item_id.map(b_i)) ** 2)
             assert mse == pytest.approx(only, rel=1e-6)

@@ -1,5 +1,6 @@
 """Held-out ranking metrics against a pure-Python oracle and pyspark.ml's RankingEvaluator;
-tuning trials; the minimum-support remedy."""
+the minimum-support remedy; rating metrics with the cold-start fallback. (Tuning:
+tests/test_tuning.py.)"""
 
 import math
 
@@ -7,11 +8,9 @@ import numpy as np
 import pytest
 from pyspark.ml.evaluation import RankingEvaluator
 
-from recsys.config import ModelConfig, TuningConfig
+from recsys.config import ModelConfig
 from recsys.model import fit
 from recsys.ranking import ranking_metrics, recommend_unseen
-from recsys.split import split_ratings
-from recsys.tuning import tune
 
 pytestmark = pytest.mark.spark
 
@@ -112,35 +111,6 @@ def test_recommend_unseen_skips_rated_and_unsupported_items(ratings):
     for r in top:
         ranks.setdefault(r.user_id, []).append((r.rank, -r.score, r.item_id))
     assert all(sorted(v) == sorted(v, key=lambda t: (t[1], t[2])) for v in ranks.values())
-
-
-def test_tuning_picks_the_lowest_validation_error(spark, ratings):
-    # Training rows from a RANDOM split with the same seed: the validation split must still
-    # find rows (a shared hash would leave it empty).
-    train = split_ratings(ratings, method="RANDOM", eval_fraction=0.2, seed=42).train
-    tuning = TuningConfig(num_trials=3, num_factors=(2, 4), l2_reg=(1.0,), reg_param=(0.05, 5.0))
-    best, trials = tune(spark, train, ModelConfig(solver="spark_als", max_iterations=3, seed=42),
-                        tuning)
-    rows = trials.collect()
-    assert len(rows) == 3 and [r.trial_id for r in rows] == [0, 1, 2]
-    winner = min(rows, key=lambda r: r.objective)
-    assert [r.is_optimal for r in rows] == [r is winner for r in rows]
-    assert (best.num_factors, best.reg_param) == (winner.num_factors, winner.reg_param)
-    assert all(r.eval_rmse == pytest.approx(math.sqrt(r.objective)) for r in rows)
-
-
-def test_bigquery_ml_tuning_searches_the_intercept_ridge(spark, ratings):
-    """bigquery_ml trials span num_factors x l2_reg x intercept_l2_reg (reg_param unused)."""
-    train = split_ratings(ratings, method="RANDOM", eval_fraction=0.2, seed=42).train
-    tuning = TuningConfig(num_trials=4, num_factors=(2,), l2_reg=(0.5, 50.0),
-                          intercept_l2_reg=(0.5, 50.0))
-    best, trials = tune(spark, train, ModelConfig(max_iterations=3, seed=42), tuning)
-    rows = trials.collect()
-    assert [(r.l2_reg, r.intercept_l2_reg, r.reg_param) for r in rows] == [
-        (0.5, 0.5, None), (0.5, 50.0, None), (50.0, 0.5, None), (50.0, 50.0, None)]
-    winner = min(rows, key=lambda r: r.objective)
-    assert (best.l2_reg, best.intercept_l2_reg) == (winner.l2_reg, winner.intercept_l2_reg)
-    assert len({round(r.objective, 9) for r in rows}) == 4  # the intercept ridge matters
 
 
 def test_rating_metrics_score_every_test_row_with_the_fallback(spark):

@@ -59,8 +59,9 @@ def test_no_eval_row_reaches_training(spark, tmp_path, source, method):
                              "model.l2_reg=2.0", f"model.seed={SEED}",
                              f"model.data_split_method={method}",
                              f"model.data_split_eval_fraction={FRACTION}", *split_col])
-    run_train(spark, cfg)
+    report = run_train(spark, cfg)
     run_evaluate(spark, cfg)
+    assert f"split {method.upper()}" in report.render()
     is_eval = held_out(frame, method)
     assert 0.1 < is_eval.mean() < 0.3
     train, held = frame[~is_eval], frame[is_eval]

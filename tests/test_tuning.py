@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from oracles import bqml_explicit_als, random_split_is_eval
+from oracles import bqml_explicit_als, random_split_is_eval, spark_als_reference
 from recsys.config import ModelConfig, TuningConfig, load_config
 from recsys.errors import InputError
 from recsys.pipeline import run_train
@@ -75,6 +75,32 @@ def test_grid_trials_are_scored_on_their_validation_rows(spark, frame, ratings):
     assert len(set(np.round(want, 6))) == 4 and winner != 0  # the choice is not by position
     assert [r.is_optimal for r in rows] == [n == winner for n in range(4)]
     assert (best.num_factors, best.l2_reg, best.intercept_l2_reg) == (2, *grid[winner])
+
+
+def test_spark_als_trials_train_with_their_reg_param(spark, frame, ratings):
+    """spark_als grid over num_factors x l2_reg x reg_param: each objective is the validation
+    MSE of the reference spark_als model (oracles.spark_als_reference: NumPy intercepts,
+    pyspark.ml ALS called directly) trained on the fit rows with that trial's regParam."""
+    tuning = TuningConfig(num_trials=2, num_factors=(2,), l2_reg=(1.0,), reg_param=(0.05, 5.0),
+                          validation_fraction=FRACTION)
+    best, trials = tune(spark, ratings, ModelConfig(solver="spark_als", max_iterations=ITERATIONS,
+                                                    seed=SEED), tuning)
+    rows = sorted(trials.collect(), key=lambda r: r.trial_id)
+    assert [(r.num_factors, r.l2_reg, r.reg_param, r.intercept_l2_reg) for r in rows] == [
+        (2, 1.0, 0.05, None), (2, 1.0, 5.0, None)]
+    valid = validation_mask(frame)
+    fit_rows, valid_rows = frame[~valid].reset_index(drop=True), frame[valid]
+    want = []
+    for r in rows:
+        predict = spark_als_reference(spark, fit_rows, rank=2, reg_param=r.reg_param,
+                                      iterations=ITERATIONS, seed=SEED, l2_reg=1.0)
+        pred = np.array([predict(u, i) for u, i in zip(valid_rows.user_id.tolist(),
+                                                      valid_rows.item_id.tolist())])
+        want.append(float(np.mean((valid_rows.rating.to_numpy() - pred) ** 2)))
+    assert [r.objective for r in rows] == pytest.approx(want, rel=1e-5)
+    winner = int(np.argmin(want))
+    assert [r.is_optimal for r in rows] == [n == winner for n in range(2)]
+    assert best.reg_param == rows[winner].reg_param
 
 
 @pytest.mark.parametrize("feedback", ["explicit", "implicit"])
