@@ -7,9 +7,15 @@ BOUNDARY is where the run stops: after a stage of the pipeline returns (``ingest
 written but not its manifest; ``switch``: the manifest is written but ``.current`` not yet
 switched). There the script prints ``BARRIER <boundary> <run id>`` on stdout and blocks until a
 line arrives on stdin; the test then kills the process group (SIGKILL) or releases it. ``-``
-stops nowhere. Test code only: the product has no such hook.
+stops nowhere.
+
+``write:<table>`` stops in the middle of that table's write, inside a Spark task: the task of
+the write's first partition, once the write has started (its version folder exists), connects to 127.0.0.1:$RECSYS_BARRIER_PORT (a socket the test listens on), sends the
+same ``BARRIER`` line and blocks until it receives a byte (or is killed). Test code only: the
+product has no such hook.
 """
 
+import os
 import sys
 
 from recsys.runner import pipeline
@@ -37,11 +43,37 @@ def install(boundary: str) -> None:
             return result
 
         setattr(pipeline, name, stopping)  # run_pipeline looks its stages up at call time
+    elif boundary.startswith("write:"):
+        table, port = boundary[len("write:"):], int(os.environ["RECSYS_BARRIER_PORT"])
+        original = pipeline._write
+
+        def stalling(report, sink, name, df):
+            if name == table:
+                message = f"BARRIER {boundary} {runs.active(sink.dataset_dir).run_id}"
+                df = df.mapInPandas(_stall_first_partition(port, message), df.schema)
+            return original(report, sink, name, df)
+
+        pipeline._write = stalling  # the run_* functions look _write up at call time
     elif boundary in COMMIT_STEPS:
         runs.COMMIT_HOOKS.append(
             lambda step, run: barrier(step, run.run_id) if step == boundary else None)
     elif boundary != "-":
         raise SystemExit(f"unknown boundary {boundary!r}")
+
+
+def _stall_first_partition(port: int, message: str):
+    """mapInPandas function: the task of partition 0 reports ``message`` and waits."""
+    def stall(batches):
+        import socket
+
+        from pyspark import TaskContext
+
+        if TaskContext.get().partitionId() == 0:
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall((message + "\n").encode())
+                conn.recv(1)
+        yield from batches
+    return stall
 
 
 if __name__ == "__main__":

@@ -130,3 +130,77 @@ def wals_dense(users, items, ratings, *, rank, l2_reg, alpha, iterations, seed, 
         history.append({"users": dict(zip(uniq_u, x.copy())), "items": dict(zip(uniq_i, y.copy())),
                         "loss": loss, "eval_loss": eval_loss})
     return history
+
+
+def spark_xxhash64(*parts) -> int:
+    """Spark SQL's ``xxhash64`` of several columns (signed): each (value, width) part, a BIGINT
+    (width 8) or an INT (width 4), hashed as its little-endian bytes seeded with the hash of the
+    parts before it (42 for the first)."""
+    import xxhash
+
+    state = 42
+    for value, width in parts:
+        state = xxhash.xxh64_intdigest(int(value).to_bytes(width, "little", signed=True),
+                                       seed=state)
+    return state - (1 << 64) if state >= 1 << 63 else state
+
+
+def random_split_is_eval(user: int, item: int, seed: int, fraction: float) -> bool:
+    """DATA_SPLIT_METHOD RANDOM as recsys documents it, for BIGINT user and item ids: a row is
+    eval when xxhash64(user, item, seed) reduced to [0, 2^53) and divided by 2^53 is below
+    ``fraction``."""
+    h = spark_xxhash64((user, 8), (item, 8), (seed, 4)) % (1 << 53)
+    return h / float(1 << 53) < fraction
+
+
+def intercept_sweeps(users, items, ratings, *, mu, l2_reg, sweeps):
+    """spark_als's intercepts: ``sweeps`` Gauss-Seidel sweeps from zero, each the exact
+    minimiser b_i = sum(r - mu - b_u) / (n_i + l2_reg), then b_u likewise (NumPy). Returns
+    (users {id: b_u}, items {id: b_i})."""
+    uniq_u, ui = np.unique(np.asarray(users), return_inverse=True)
+    uniq_i, ii = np.unique(np.asarray(items), return_inverse=True)
+    r = np.asarray(ratings, dtype=float)
+    bu, bi = np.zeros(len(uniq_u)), np.zeros(len(uniq_i))
+    for _ in range(sweeps):
+        bi = np.bincount(ii, r - mu - bu[ui], len(uniq_i)) / (np.bincount(ii, None, len(uniq_i))
+                                                              + l2_reg)
+        bu = np.bincount(ui, r - mu - bi[ii], len(uniq_u)) / (np.bincount(ui, None, len(uniq_u))
+                                                              + l2_reg)
+    return dict(zip(uniq_u.tolist(), bu)), dict(zip(uniq_i.tolist(), bi))
+
+
+# spark_als's intercepts: 5 Gauss-Seidel sweeps (recsys.model.INTERCEPT_SWEEPS, written out here
+# so that the references do not take the number from the code under test).
+SPARK_ALS_INTERCEPT_SWEEPS = 5
+
+
+def spark_als_reference(spark, frame, *, rank, reg_param, iterations, seed, l2_reg):
+    """spark_als's model after ``iterations`` ALS iterations, built without recsys: intercepts
+    by NumPy sweeps (``intercept_sweeps``), the residuals indexed by ascending id, pyspark.ml ALS
+    fitted on them directly (2 blocks, as on local[2]). pyspark.ml ALS's random start cannot be
+    written down in NumPy, so the library itself is the reference for the factors. Returns
+    ``predict(user, item)``: mu + b_u + b_i + x_u . y_i, an unknown side contributing nothing."""
+    from pyspark.ml.recommendation import ALS
+
+    users, items = frame.user_id.to_numpy(), frame.item_id.to_numpy()
+    r = frame.rating.to_numpy(dtype=float)
+    mu = r.mean()
+    b_u, b_i = intercept_sweeps(users, items, r, mu=mu, l2_reg=l2_reg,
+                                sweeps=SPARK_ALS_INTERCEPT_SWEEPS)
+    u_idx = {u: n for n, u in enumerate(sorted(set(users.tolist())))}
+    i_idx = {i: n for n, i in enumerate(sorted(set(items.tolist())))}
+    rows = [(u_idx[u], i_idx[i], float(v - mu - b_u[u] - b_i[i]))
+            for u, i, v in zip(users.tolist(), items.tolist(), r)]
+    residuals = spark.createDataFrame(rows, "_u int, _i int, _target double")
+    als = ALS(rank=rank, maxIter=iterations, regParam=reg_param, implicitPrefs=False,
+              userCol="_u", itemCol="_i", ratingCol="_target", nonnegative=False, seed=seed)
+    fitted = als.setNumUserBlocks(2).setNumItemBlocks(2).fit(residuals)
+    x = {row.id: np.array(row.features) for row in fitted.userFactors.collect()}
+    y = {row.id: np.array(row.features) for row in fitted.itemFactors.collect()}
+
+    def predict(user, item):
+        value = mu + b_u.get(user, 0.0) + b_i.get(item, 0.0)
+        if user in u_idx and item in i_idx:
+            value += x[u_idx[user]] @ y[i_idx[item]]
+        return value
+    return predict

@@ -111,11 +111,20 @@ def test_half_steps_solve_the_normal_equations(spark, sample):
 
 
 def test_join_path_gives_the_broadcast_paths_factors(spark, sample):
-    _, _, train_df, test_df = sample
+    """Both paths give the oracle's factors and losses, and the same bits as each other."""
+    train, test, train_df, test_df = sample
     broadcast = fit(train_df, config(), test_df)
     joined = fit(train_df, config(broadcast_max_mb=0.0, checkpoint_interval=1), test_df)
     assert broadcast.options["solver_path"] == "broadcast"
     assert joined.options["solver_path"] == "join"
+    want = oracle(train, test, 3)
+    got = states(joined.users, "user_id")
+    assert set(got) == set(want[-1]["users"])
+    for key_id, (factors, intercept) in want[-1]["users"].items():
+        assert np.abs(got[key_id][0] - factors).max() < 1e-8
+        assert abs(got[key_id][1] - intercept) < 1e-8
+    assert [r["loss"] for r in joined.training_info] == pytest.approx(
+        [w["loss"] for w in want], rel=1e-8, abs=0)
     for side, id_col in (("users", "user_id"), ("items", "item_id")):
         a = states(getattr(broadcast, side), id_col)
         b = states(getattr(joined, side), id_col)

@@ -1,4 +1,6 @@
-"""The train / evaluate / recommend jobs in-process: data splits, implicit feedback, string ids."""
+"""The train / evaluate / recommend jobs in-process: implicit feedback, string ids, minimum
+support and exclusions, evaluate.input and recommend.input. (Data splits:
+tests/test_split_isolation.py; tuning: tests/test_tuning.py.)"""
 
 import numpy as np
 import pandas as pd
@@ -33,42 +35,56 @@ def read(tmp_path, name):
     return pd.read_parquet(tmp_path / "bqml_tutorial" / name)
 
 
-def test_custom_split_feeds_eval_loss_and_evaluate(spark, tmp_path, ratings_parquet):
-    path, frame = ratings_parquet
-    cfg = config(tmp_path, path, "model.data_split_method=custom",
-                 "model.data_split_col=is_eval", "recommend.write_all_pairs=false")
-    report = run_train(spark, cfg)
-    run_evaluate(spark, cfg)
-    info = read(tmp_path, "training_info")
-    assert info["eval_loss"].notna().all()
-    assert info["eval_loss"].iloc[-1] != pytest.approx(info["loss"].iloc[-1])
-    evaluate = read(tmp_path, "evaluate")
-    # ML.EVALUATE without input = the training-time metrics, on the split's eval rows.
-    assert evaluate["mean_squared_error"].iloc[0] == pytest.approx(info["eval_loss"].iloc[-1])
-    weights = read(tmp_path, "weights")
-    n_train_users = frame[~frame.is_eval].user_id.nunique()
-    assert (weights.processed_input == "user_id").sum() == n_train_users
-    assert "split CUSTOM" in report.render()
-
-
 def test_implicit_feedback_end_to_end(spark, tmp_path, ratings_parquet):
+    """FEEDBACK_TYPE implicit through train, evaluate and recommend (bigquery_ml): every
+    iteration's loss and eval_loss, the factors and ML.EVALUATE's four metrics equal the dense
+    WALS oracle (tests/oracles.py) and the ranking oracle of tests/test_implicit_metrics.py, fed
+    with the oracle's own scores; WALS_ALPHA 5 is the one the oracle uses."""
+    from oracles import wals_dense
+    from test_implicit_metrics import oracle as implicit_oracle
+
     path, frame = ratings_parquet
     cfg = config(tmp_path, path, "model.feedback_type=implicit", "model.wals_alpha=5",
-                 "model.data_split_method=random", "recommend.top_k=3")
+                 "model.l2_reg=2.0", "model.early_stop=false",
+                 "model.data_split_method=custom", "model.data_split_col=is_eval",
+                 "recommend.top_k=3")
     run_train(spark, cfg)
     run_evaluate(spark, cfg)
     run_recommend(spark, cfg)
+    train, held = frame[~frame.is_eval], frame[frame.is_eval]
+    want = wals_dense(train.user_id.to_numpy(), train.item_id.to_numpy(),
+                      train.rating.to_numpy(), rank=3, l2_reg=2.0, alpha=5.0, iterations=3,
+                      seed=42, eval_rows=list(zip(held.user_id, held.item_id, held.rating)))
+    info = read(tmp_path, "training_info")
+    assert info["loss"].tolist() == pytest.approx([w["loss"] for w in want], rel=1e-8)
+    assert info["eval_loss"].tolist() == pytest.approx([w["eval_loss"] for w in want], rel=1e-8)
+    user_f, item_f = want[-1]["users"], want[-1]["items"]
+    weights = read(tmp_path, "weights")
+    assert (weights.intercept == 0.0).all()  # WALS has no intercepts
+    for row in weights[weights.processed_input == "user_id"].itertuples():
+        factors = [w["weight"] for w in row.factor_weights]
+        assert factors == pytest.approx(user_f[int(row.feature)], abs=1e-8)
+
+    # ML.EVALUATE on the held-out rows: every held-out user ranks every training item by the
+    # oracle's x_u . y_i (0 for a user the model has never seen).
+    scores = [(int(u), int(i), float(user_f[u] @ y) if u in user_f else 0.0)
+              for u in sorted(set(held.user_id)) for i, y in item_f.items()]
+    expected = implicit_oracle(list(zip(held.user_id, held.item_id, held.rating)), scores)
     evaluate = read(tmp_path, "evaluate")
-    assert list(evaluate.columns) == ["mean_average_precision", "mean_squared_error",
-                                      "normalized_discounted_cumulative_gain", "average_rank"]
-    assert 0 <= evaluate["average_rank"].iloc[0] <= 1
+    assert list(evaluate.columns) == list(expected)
+    for name, value in expected.items():
+        assert evaluate[name].iloc[0] == pytest.approx(value, rel=1e-6), name
+
     rec = read(tmp_path, "recommend")
     assert list(rec.columns) == ["predicted_rating_confidence", "user_id", "item_id"]
+    got = dict(zip(zip(rec.user_id, rec.item_id), rec.predicted_rating_confidence))
+    assert len(got) == len(user_f) * len(item_f)
+    for (u, i), value in list(got.items())[::37]:
+        assert value == pytest.approx(user_f[u] @ item_f[i], abs=1e-8)
     top = read(tmp_path, "recommend_top5")
-    first = top.iloc[0]["recommendations"]
-    assert len(first) == 3
-    assert [e["predicted_rating_confidence"] for e in first] == sorted(
-        [e["predicted_rating_confidence"] for e in first], reverse=True)
+    for row in top.itertuples():
+        ranked = sorted(item_f, key=lambda i: (-(user_f[row.user_id] @ item_f[i]), i))[:3]
+        assert [e["item_id"] for e in row.recommendations] == ranked
 
 
 def test_string_ids_through_the_jobs(spark, tmp_path, ratings_parquet):
@@ -104,3 +120,86 @@ def test_minimum_support_and_exclusion_in_the_top_k(spark, tmp_path, ratings_par
     pairs = frame.user_id.nunique() * frame.item_id.nunique()
     assert len(read(tmp_path, "recommend")) == pairs
     assert f"{pairs:,} (user, item) predictions" in report.render()
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory, ratings_parquet):
+    """run_train on the fixture (NO_SPLIT, early stop off) and the oracle's final model."""
+    from oracles import bqml_explicit_als
+
+    path, frame = ratings_parquet
+    sink = tmp_path_factory.mktemp("trained")
+    run_train(spark, config(sink, path, "model.early_stop=false", "model.l2_reg=2.0"))
+    last = bqml_explicit_als(frame.user_id.to_numpy(), frame.item_id.to_numpy(),
+                             frame.rating.to_numpy(), rank=3, l2_reg=2.0, intercept_l2_reg=2.0,
+                             iterations=3, seed=42)[-1]
+
+    def predict(u, i):
+        """The oracle's prediction, with BigQuery ML's fallback for an unknown user or item."""
+        value = last["mu"] + last["users"].get(u, (None, 0.0))[1] + \
+            last["items"].get(i, (None, 0.0))[1]
+        if u in last["users"] and i in last["items"]:
+            value += last["users"][u][0] @ last["items"][i][0]
+        return value
+
+    return sink, path, frame, predict, sorted(last["items"])
+
+
+def test_evaluate_input_scores_the_given_table(spark, tmp_path, trained):
+    """evaluate.input: ML.EVALUATE on another table (here with a user and an item the model has
+    never seen, scored by the intercept fallback) equals NumPy's metrics of the oracle's
+    predictions on exactly those rows."""
+    from oracles import regression_metrics
+
+    sink, path, frame, predict, _ = trained
+    table = frame.iloc[::5][["user_id", "item_id", "rating"]]
+    table = pd.concat([table, pd.DataFrame({"user_id": [999, 3], "item_id": [4, 9999],
+                                            "rating": [4.0, 1.5]})], ignore_index=True)
+    table_path = tmp_path / "evaluate_input.parquet"
+    table.to_parquet(table_path)
+    cfg = config(sink, path, "model.early_stop=false", "model.l2_reg=2.0",
+                 f"evaluate.input={table_path}")
+    report = run_evaluate(spark, cfg)
+    want = regression_metrics(table.rating, [predict(u, i) for u, i in
+                                             zip(table.user_id, table.item_id)])
+    got = read(sink, "evaluate")
+    for name, value in want.items():
+        assert got[name].iloc[0] == pytest.approx(value, rel=1e-8), name
+    assert f"on {table_path}" in report.render()
+
+
+def test_recommend_input_of_users_and_of_pairs(spark, tmp_path, trained):
+    """recommend.input with only a user column: those users (one unknown) x every training
+    item, and their top 5 by (prediction DESC, item ASC); with user and item columns: exactly
+    those pairs, other columns passed through, each user's top 5 among its own pairs."""
+    sink, path, frame, predict, items = trained
+    users = pd.DataFrame({"user_id": [5, 17, 999, 5]})
+    users_path = tmp_path / "users.parquet"
+    users.to_parquet(users_path)
+    run_recommend(spark, config(sink, path, "model.early_stop=false", "model.l2_reg=2.0",
+                                f"recommend.input={users_path}"))
+    rec = read(sink, "recommend")
+    assert sorted(zip(rec.user_id, rec.item_id)) == [(u, i) for u in (5, 17, 999) for i in items]
+    for u, i, value in zip(rec.user_id, rec.item_id, rec.predicted_rating):
+        assert value == pytest.approx(predict(u, i), abs=1e-8)
+    top = {r.user_id: [e["item_id"] for e in r.recommendations]
+           for r in read(sink, "recommend_top5").itertuples()}
+    assert top == {u: sorted(items, key=lambda i: (-predict(u, i), i))[:5] for u in (5, 17, 999)}
+
+    pairs = pd.DataFrame({"user_id": [5, 5, 5, 17, 17, 999], "item_id": [1, 2, 77, 2, 9999, 2],
+                          "tag": list("abcdef")})
+    pairs_path = tmp_path / "pairs.parquet"
+    pairs.to_parquet(pairs_path)
+    run_recommend(spark, config(sink, path, "model.early_stop=false", "model.l2_reg=2.0",
+                                f"recommend.input={pairs_path}", "recommend.top_k=2"))
+    rec = read(sink, "recommend")
+    assert list(rec.columns) == ["predicted_rating", "user_id", "item_id", "tag"]
+    got = {r.tag: (r.user_id, r.item_id, r.predicted_rating) for r in rec.itertuples()}
+    assert set(got) == set("abcdef")
+    for p in pairs.itertuples():
+        assert got[p.tag][:2] == (p.user_id, p.item_id)
+        assert got[p.tag][2] == pytest.approx(predict(p.user_id, p.item_id), abs=1e-8)
+    top = {r.user_id: [e["item_id"] for e in r.recommendations]
+           for r in read(sink, "recommend_top5").itertuples()}
+    mine = pairs.groupby("user_id").item_id.apply(list).to_dict()
+    assert top == {u: sorted(v, key=lambda i: (-predict(u, i), i))[:2] for u, v in mine.items()}

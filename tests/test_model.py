@@ -1,10 +1,16 @@
-"""The model: intercepts against numpy, ML.TRAINING_INFO iterates and early stop, ML.WEIGHTS and
-ML.GENERATE_EMBEDDING, string ids, and BigQuery ML's L2_REG against Spark's regParam."""
+"""The model: intercepts against numpy, ML.TRAINING_INFO iterates and early stop in every
+training-info mode, ML.WEIGHTS and ML.GENERATE_EMBEDDING, implicit spark_als, string ids, and
+BigQuery ML's L2_REG against Spark's regParam. No expectation calls recsys: the references are
+NumPy oracles (tests/oracles.py) and, for spark_als's random start, pyspark.ml ALS fitted here
+directly on residuals computed in NumPy."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from oracles import (SPARK_ALS_INTERCEPT_SWEEPS, bqml_explicit_als, intercept_sweeps,
+                     spark_als_reference)
 from recsys.config import ModelConfig
 from recsys.model import fit, fit_intercepts
 from recsys.model.recommend import recommend
@@ -57,68 +63,123 @@ def test_intercepts_match_the_ridge_solution_on_sparse_data(spark):
 
 
 @pytest.fixture(scope="module")
-def small_ratings(spark):
+def small_frame():
     rng = np.random.default_rng(11)
     pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, 40, 700),
                                                       rng.integers(1, 60, 700))})
-    rows = [(u, i, float(rng.integers(1, 6))) for u, i in pairs]
-    return spark.createDataFrame(rows, "user_id long, item_id long, rating double").cache()
+    return pd.DataFrame([(u, i, float(rng.integers(1, 6))) for u, i in pairs],
+                        columns=["user_id", "item_id", "rating"])
 
 
-def test_every_iteration_reports_the_real_iterates(small_ratings):
-    """spark_als: pyspark.ml ALS has no per-iteration hook; every_iteration refits."""
-    cfg = ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0, max_iterations=4,
-                      early_stop=False, training_info="every_iteration", seed=3)
-    model = fit(small_ratings, cfg)
-    info = model.training_info
-    assert [row["iteration"] for row in info] == [0, 1, 2, 3]
+@pytest.fixture(scope="module")
+def small_ratings(spark, small_frame):
+    return spark.createDataFrame(small_frame).cache()
+
+
+def spark_als_reference_loss(spark, frame, **options):
+    """ML.TRAINING_INFO's loss (training MSE) of the reference spark_als model
+    (oracles.spark_als_reference), computed in NumPy."""
+    predict = spark_als_reference(spark, frame, **options)
+    pred = [predict(u, i) for u, i in zip(frame.user_id.tolist(), frame.item_id.tolist())]
+    return float(np.mean((frame.rating.to_numpy() - np.array(pred)) ** 2))
+
+
+def stop_length(losses, threshold):
+    """Rows BigQuery ML's EARLY_STOP keeps: up to the first iteration whose relative
+    improvement over the previous one is below ``threshold``."""
+    for n in range(1, len(losses)):
+        if (losses[n - 1] - losses[n]) / losses[n - 1] < threshold:
+            return n + 1
+    return len(losses)
+
+
+def test_early_stop_bigquery_ml(small_frame, small_ratings):
+    """bigquery_ml (training_info final, one row per iteration run): the rows are the oracle's
+    iterations up to the first relative improvement below MIN_REL_PROGRESS."""
+    held = small_frame.iloc[::23]
+    cfg = ModelConfig(num_factors=4, l2_reg=1.0, max_iterations=10, early_stop=True,
+                      min_rel_progress=0.05, seed=3)
+    info = fit(small_ratings, cfg, small_ratings.sparkSession.createDataFrame(held)).training_info
+    want = bqml_explicit_als(small_frame.user_id.to_numpy(), small_frame.item_id.to_numpy(),
+                             small_frame.rating.to_numpy(), rank=4, l2_reg=1.0,
+                             intercept_l2_reg=1.0, iterations=10, seed=3,
+                             eval_rows=list(zip(held.user_id, held.item_id, held.rating)))
+    n = stop_length([w["loss"] for w in want], 0.05)
+    assert 2 < n < 10  # the stop falls inside the run
+    assert [row["loss"] for row in info] == pytest.approx([w["loss"] for w in want[:n]], rel=1e-8)
+    assert [row["eval_loss"] for row in info] == pytest.approx(
+        [w["eval_loss"] for w in want[:n]], rel=1e-8)
+
+
+def test_every_iteration_reports_the_real_iterates_and_stops_early(spark, small_frame,
+                                                                     small_ratings):
+    """spark_als every_iteration: row k is the model after k + 1 ALS iterations, as the
+    reference built without recsys gives it (pyspark.ml ALS has no per-iteration hook, so
+    recsys refits), and the fits stop after the first iterate whose relative improvement is
+    below MIN_REL_PROGRESS."""
+    cfg = ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0, max_iterations=8,
+                      early_stop=True, min_rel_progress=0.05, training_info="every_iteration",
+                      seed=3)
+    info = fit(small_ratings, cfg).training_info
+    reg = 1.0 * small_frame.user_id.nunique() / len(small_frame)  # per_user: L2_REG / mean n_u
+    want = []
+    while len(want) < 8 and stop_length(want, 0.05) == len(want):
+        want.append(spark_als_reference_loss(spark, small_frame, rank=4, reg_param=reg,
+                                             iterations=len(want) + 1, seed=3, l2_reg=1.0))
+    n = stop_length(want, 0.05)
+    assert 2 <= n < 8
+    assert [row["iteration"] for row in info] == list(range(n))
     assert all(row["eval_loss"] is None for row in info)
-    # Iterate k is the same model as a separate 'final' fit with max_iterations = k + 1.
-    for k in (0, 2):
-        single = fit(small_ratings, ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0,
-                                                max_iterations=k + 1, early_stop=False, seed=3))
-        assert single.training_info[-1]["loss"] == pytest.approx(info[k]["loss"], rel=1e-9)
-    assert info[-1]["loss"] < info[0]["loss"]
+    assert [row["loss"] for row in info] == pytest.approx(want[:n], rel=1e-5)
+    assert want[0] > want[n - 1] * 1.01  # the iterates differ: each row is its own model
 
 
-@pytest.mark.parametrize("solver, training_info", [("spark_als", "every_iteration"),
-                                                   ("bigquery_ml", "final")])
-def test_early_stop_uses_min_rel_progress(small_ratings, spark, solver, training_info):
-    eval_rows = small_ratings.limit(30)
-    cfg = ModelConfig(solver=solver, num_factors=4, l2_reg=1.0, max_iterations=10,
-                      early_stop=True, min_rel_progress=0.05, training_info=training_info, seed=3)
-    info = fit(small_ratings, cfg, eval_rows).training_info
-    losses = [row["loss"] for row in info]
-    progress = [(a - b) / a for a, b in zip(losses, losses[1:])]
-    # Stops at the first iteration whose relative improvement is below the threshold.
-    assert progress[-1] < 0.05 and all(p >= 0.05 for p in progress[:-1])
-    assert len(info) < 10
-    assert all(row["eval_loss"] is not None for row in info)
+def test_early_stop_cannot_apply_to_spark_als_final(spark, small_frame, small_ratings):
+    """spark_als final fits max_iterations at once: one row, iteration max_iterations - 1, the
+    reference model of max_iterations iterations, whatever EARLY_STOP says."""
+    cfg = ModelConfig(solver="spark_als", num_factors=4, l2_reg=1.0, max_iterations=5,
+                      early_stop=True, min_rel_progress=0.5, seed=3)
+    info = fit(small_ratings, cfg).training_info
+    reg = 1.0 * small_frame.user_id.nunique() / len(small_frame)
+    assert [row["iteration"] for row in info] == [4]
+    assert info[0]["loss"] == pytest.approx(spark_als_reference_loss(
+        spark, small_frame, rank=4, reg_param=reg, iterations=5, seed=3, l2_reg=1.0), rel=1e-5)
 
 
-def test_weights_schema_and_predictions_rebuilt_from_them(spark, small_ratings):
-    cfg = ModelConfig(num_factors=3, l2_reg=1.0, max_iterations=5, seed=1)
-    model = fit(small_ratings, cfg)
+def test_weights_and_embeddings_are_the_oracle_model_in_id_order(spark, small_frame,
+                                                                  small_ratings):
+    """ML.WEIGHTS: the schema, the global row, and every user's and item's factors and
+    intercept equal the NumPy oracle's; rows ordered users then items by numeric id (not as
+    text: 2 before 10), the global row last. ML.GENERATE_EMBEDDING: factors + [intercept]."""
+    model = fit(small_ratings, ModelConfig(num_factors=3, l2_reg=1.0, max_iterations=5,
+                                           early_stop=False, seed=1))
     table = weights(spark, model)
     assert table.schema.simpleString() == (
         "struct<processed_input:string,feature:string,"
         "factor_weights:array<struct<factor:bigint,weight:double>>,intercept:double>")
+    want = bqml_explicit_als(small_frame.user_id.to_numpy(), small_frame.item_id.to_numpy(),
+                             small_frame.rating.to_numpy(), rank=3, l2_reg=1.0,
+                             intercept_l2_reg=1.0, iterations=5, seed=1)[-1]
     rows = table.collect()
-    glob = [r for r in rows if r.feature == "global__intercept__"]
-    assert len(glob) == 1 and glob[0].processed_input is None and glob[0].factor_weights is None
-    assert glob[0].intercept == pytest.approx(np.mean([r.rating for r in small_ratings.collect()]))
-    vec = {(r.processed_input, r.feature): (r.intercept, [w.weight for w in r.factor_weights])
-           for r in rows if r.processed_input}
-    assert {r.processed_input for r in rows if r.processed_input} == {"user_id", "item_id"}
-    assert all([w.factor for w in r.factor_weights] == [1, 2, 3] for r in rows if r.processed_input)
-    # Every prediction is global + intercepts + dot product of the weights (numpy).
-    for r in recommend(model).limit(200).collect():
-        bu, xu = vec[("user_id", str(r.user_id))]
-        bi, yi = vec[("item_id", str(r.item_id))]
-        assert r.predicted_rating == pytest.approx(glob[0].intercept + bu + bi + np.dot(xu, yi))
+    users, items = sorted(want["users"]), sorted(want["items"])
+    assert [(r.processed_input, r.feature) for r in rows] == (
+        [("user_id", str(u)) for u in users] + [("item_id", str(i)) for i in items]
+        + [(None, "global__intercept__")])
+    glob = rows[-1]
+    assert glob.factor_weights is None
+    assert glob.intercept == pytest.approx(small_frame.rating.mean(), rel=1e-12)
+    for r in rows[:-1]:
+        factors, intercept = want[r.processed_input.replace("_id", "s")][int(r.feature)]
+        assert [w.factor for w in r.factor_weights] == [1, 2, 3]
+        assert [w.weight for w in r.factor_weights] == pytest.approx(factors, abs=1e-8)
+        assert r.intercept == pytest.approx(intercept, abs=1e-8)
     emb = {(r.processed_input, r.feature): r.ml_generate_embedding_result
            for r in embeddings(model).collect()}
-    assert emb == {key: factors + [icpt] for key, (icpt, factors) in vec.items()}
+    assert len(emb) == len(users) + len(items)
+    for side, key in (("user_id", "users"), ("item_id", "items")):
+        for ident, (factors, intercept) in want[key].items():
+            assert emb[(side, str(ident))] == pytest.approx(list(factors) + [intercept],
+                                                            abs=1e-8)
 
 
 def test_string_ids_round_trip(spark):
@@ -133,11 +194,39 @@ def test_string_ids_round_trip(spark):
     assert recommend(model, pairs).count() == 1
 
 
-def test_implicit_model_has_no_intercepts(spark, small_ratings):
-    model = fit(small_ratings, ModelConfig(feedback_type="implicit", num_factors=3,
-                                           max_iterations=3, wals_alpha=10.0))
+def test_spark_als_implicit_users_solve_the_weighted_normal_equations(spark, small_ratings):
+    """spark_als implicit: pyspark.ml ALS's last half-step solves the users given the items, so
+    every user's factors are (to float32 rounding) the numpy solution of Hu, Koren & Volinsky's
+    normal equations (Y^T C_u Y + regParam n_u I) x_u = Y^T C_u p_u with c = 1 + alpha r on the
+    rated items, 1 elsewhere, and regParam scaled by the user's rating count (ALS-WR). Neither
+    the explicit equations nor another alpha come within 1e-5 of them."""
+    alpha, reg = 3.0, 0.1
+    model = fit(small_ratings, ModelConfig(solver="spark_als", feedback_type="implicit",
+                                           num_factors=3, reg_param=reg, wals_alpha=alpha,
+                                           max_iterations=4, seed=5))
     assert model.global_intercept == 0.0
     assert {r.intercept for r in model.users.collect()} == {0.0}
+    assert {r.intercept for r in model.items.collect()} == {0.0}
+    items = {r.item_id: np.array(r.factors) for r in model.items.collect()}
+    item_ids = sorted(items)
+    y = np.array([items[i] for i in item_ids])
+    rated = {}
+    for r in small_ratings.collect():
+        rated.setdefault(r.user_id, {})[r.item_id] = r.rating
+    worst, scale = 0.0, 0.0
+    for row in model.users.collect():
+        mine = rated[row.user_id]
+        c = np.array([1 + alpha * mine[i] if i in mine else 1.0 for i in item_ids])
+        p = np.array([1.0 if i in mine else 0.0 for i in item_ids])
+        want = np.linalg.solve((y * c[:, None]).T @ y + reg * len(mine) * np.eye(3),
+                               y.T @ (c * p))
+        worst = max(worst, np.abs(np.array(row.factors) - want).max())
+        scale = max(scale, np.abs(want).max())
+    assert scale > 0.05 and worst < 1e-5 * scale
+    # The implicit training loss: mean (1 - x_u . y_i)^2 over the rated pairs.
+    users = {r.user_id: np.array(r.factors) for r in model.users.collect()}
+    loss = np.mean([(1 - users[u] @ items[i]) ** 2 for u, mine in rated.items() for i in mine])
+    assert model.training_info[-1]["loss"] == pytest.approx(loss, rel=1e-6)
     assert recommend(model).columns == ["predicted_rating_confidence", "user_id", "item_id"]
 
 
@@ -165,13 +254,14 @@ def test_l2_reg_literal_vs_mapped_on_movielens_sample(spark):
         model = fit(ratings, cfg)
         mse = model.training_info[-1]["loss"]
         results[name] = (model.options["spark_reg_param"], mse, 1 - mse / np.var(label))
-        if name == "literal":
-            users, items = fit_intercepts(ratings, global_mean=float(label.mean()), l2_reg=9.83)
-            only = (ratings.join(users.withColumnRenamed("intercept", "bu"), "user_id")
-                    .join(items.withColumnRenamed("intercept", "bi"), "item_id")
-                    .select(F.avg(F.pow(F.col("rating") - float(label.mean()) - F.col("bu")
-                                        - F.col("bi"), 2))).head()[0])
-            assert mse == pytest.approx(only, rel=1e-6)   # the factors add nothing
+        if name == "literal":  # the factors add nothing: the intercept-only model's MSE
+            frame = ratings.toPandas()
+            b_u, b_i = intercept_sweeps(frame.user_id, frame.item_id, frame.rating,
+                                        mu=label.mean(), l2_reg=9.83,
+                                        sweeps=SPARK_ALS_INTERCEPT_SWEEPS)
+            only = np.mean((frame.rating - label.mean() - frame.user_id.map(b_u)
+                            - frame.item_id.map(b_i)) ** 2)
+            assert mse == pytest.approx(only, rel=1e-6)
     print("regParam, training MSE, R2:", results)
     assert results["mapped"][0] == pytest.approx(9.83 * 671 / 100004)  # per_user
     assert results["mapped"][1] < results["literal"][1]

@@ -119,6 +119,10 @@ def test_training_info_and_weights_tables(sample_run):
     glob = w[w["feature"] == "global__intercept__"]
     assert len(glob) == 1 and glob["processed_input"].isna().all()
     assert glob["intercept"].iloc[0] == pytest.approx(source.rating.mean())
+    # Row order as written: users then items, each by numeric id (not as text), global last.
+    assert w["feature"].tolist() == (
+        [str(u) for u in sorted(source.userId.unique())]
+        + [str(i) for i in sorted(source.movieId.unique())] + ["global__intercept__"])
     assert len(t["embeddings"]) == source.userId.nunique() + source.movieId.nunique()
 
 

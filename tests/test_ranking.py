@@ -1,5 +1,6 @@
 """Held-out ranking metrics against a pure-Python oracle and pyspark.ml's RankingEvaluator;
-tuning trials; the minimum-support remedy."""
+the minimum-support remedy; rating metrics with the cold-start fallback. (Tuning:
+tests/test_tuning.py.)"""
 
 import math
 
@@ -7,11 +8,9 @@ import numpy as np
 import pytest
 from pyspark.ml.evaluation import RankingEvaluator
 
-from recsys.config import ModelConfig, TuningConfig
+from recsys.config import ModelConfig
 from recsys.model import fit
 from recsys.evaluation.ranking import ranking_metrics, recommend_unseen
-from recsys.model.split import split_ratings
-from recsys.evaluation.tuning import tune
 
 pytestmark = pytest.mark.spark
 
@@ -114,30 +113,36 @@ def test_recommend_unseen_skips_rated_and_unsupported_items(ratings):
     assert all(sorted(v) == sorted(v, key=lambda t: (t[1], t[2])) for v in ranks.values())
 
 
-def test_tuning_picks_the_lowest_validation_error(spark, ratings):
-    # Training rows from a RANDOM split with the same seed: the validation split must still
-    # find rows (a shared hash would leave it empty).
-    train = split_ratings(ratings, method="RANDOM", eval_fraction=0.2, seed=42).train
-    tuning = TuningConfig(num_trials=3, num_factors=(2, 4), l2_reg=(1.0,), reg_param=(0.05, 5.0))
-    best, trials = tune(spark, train, ModelConfig(solver="spark_als", max_iterations=3, seed=42),
-                        tuning)
-    rows = trials.collect()
-    assert len(rows) == 3 and [r.trial_id for r in rows] == [0, 1, 2]
-    winner = min(rows, key=lambda r: r.objective)
-    assert [r.is_optimal for r in rows] == [r is winner for r in rows]
-    assert (best.num_factors, best.reg_param) == (winner.num_factors, winner.reg_param)
-    assert all(r.eval_rmse == pytest.approx(math.sqrt(r.objective)) for r in rows)
+def test_rating_metrics_score_every_test_row_with_the_fallback(spark):
+    """ranking.rating_metrics: every test row is scored, a cold user by global + item
+    intercept, a cold item by global + user intercept, both cold by the global intercept;
+    the metrics are NumPy's on those predictions (tests/oracles.py), rmse their root."""
+    from oracles import regression_metrics
+    from recsys.model import TrainedModel
+    from recsys.evaluation.ranking import rating_metrics
 
+    users = {1: (0.5, [1.0, -0.5]), 2: (-0.25, [0.2, 0.4])}
+    items = {10: (0.25, [0.5, 1.0]), 20: (-0.5, [2.0, 0.0]), 30: (0.0, [-1.0, 0.5])}
+    model = TrainedModel(
+        users=spark.createDataFrame([(k, b, f) for k, (b, f) in users.items()],
+                                    "user_id long, intercept double, factors array<double>"),
+        items=spark.createDataFrame([(k, b, f) for k, (b, f) in items.items()],
+                                    "item_id long, intercept double, factors array<double>"),
+        global_intercept=3.5, data={}, options={"user_col": "user_id", "item_col": "item_id",
+                                                "feedback_type": "explicit", "num_factors": 2})
+    test = [(1, 10, 4.0), (1, 20, 5.0), (2, 30, 2.0), (2, 10, 3.5), (7, 20, 4.5), (1, 99, 1.0),
+            (8, 98, 3.0), (2, 20, 3.0)]
 
-def test_bigquery_ml_tuning_searches_the_intercept_ridge(spark, ratings):
-    """bigquery_ml trials span num_factors x l2_reg x intercept_l2_reg (reg_param unused)."""
-    train = split_ratings(ratings, method="RANDOM", eval_fraction=0.2, seed=42).train
-    tuning = TuningConfig(num_trials=4, num_factors=(2,), l2_reg=(0.5, 50.0),
-                          intercept_l2_reg=(0.5, 50.0))
-    best, trials = tune(spark, train, ModelConfig(max_iterations=3, seed=42), tuning)
-    rows = trials.collect()
-    assert [(r.l2_reg, r.intercept_l2_reg, r.reg_param) for r in rows] == [
-        (0.5, 0.5, None), (0.5, 50.0, None), (50.0, 0.5, None), (50.0, 50.0, None)]
-    winner = min(rows, key=lambda r: r.objective)
-    assert (best.l2_reg, best.intercept_l2_reg) == (winner.l2_reg, winner.intercept_l2_reg)
-    assert len({round(r.objective, 9) for r in rows}) == 4  # the intercept ridge matters
+    def predict(u, i):
+        value = 3.5 + users.get(u, (0.0, None))[0] + items.get(i, (0.0, None))[0]
+        if u in users and i in items:
+            value += float(np.dot(users[u][1], items[i][1]))
+        return value
+
+    got = rating_metrics(model, spark.createDataFrame(test, "user_id long, item_id long, "
+                                                            "rating double"))
+    want = regression_metrics([r for _, _, r in test], [predict(u, i) for u, i, _ in test])
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
+    assert got["rmse"] == pytest.approx(math.sqrt(want["mean_squared_error"]), rel=1e-12)
+    assert got["scored_rows"] == len(test)

@@ -172,3 +172,101 @@ def test_blocked_top_k_equals_ranking_all_pairs_on_real_data(spark):
     reference = as_lists(top_k(all_pairs, k=10, exclude=train))
     assert blocked == reference
     assert len(blocked) == 23 and all(len(v) == 10 for v in blocked.values())
+
+
+# --- top-k under constraints, against a plain-Python oracle -----------------------------------
+
+K = 5
+# Item ids out of order and not contiguous; 400 items, so that a tie group is far longer than
+# k + RESCORE_MARGIN (13) and the blocked path's candidate margin really decides (with a few
+# dozen items NumPy's partial sort happens to keep the smallest positions of a tie).
+ITEM_IDS = [7 * j + 3 for j in range(400)]
+
+
+def _constrained_model(spark):
+    """global 3; items: 300 share intercept 0.5 (a cold user ties them all), 12 of those also
+    share their factors (a known user's tie group across position k), the rest differ. Every
+    fourth item scores lower, so that each tie group is interleaved in id order with items
+    outside it (a selection that is not the smallest ids shows)."""
+    from recsys.model import TrainedModel
+
+    rng = np.random.default_rng(23)
+    items, identical = [], 0
+    for n, item in enumerate(ITEM_IDS):
+        if n % 4 == 3:
+            bias, factors = float(rng.uniform(-1, 0.4)), [float(v) for v in rng.uniform(-1, 1, 2)]
+        elif identical < 12:
+            identical += 1
+            bias, factors = 0.5, [1.0, 1.0]           # identical: an exact tie group
+        else:
+            bias, factors = 0.5, [float(v) for v in rng.uniform(-1, 0.9, 2)]
+        items.append((item, bias, factors))
+    rng.shuffle(items)
+    users = [(1, 0.1, [1.0, 1.0]),                     # ranks the tie group first
+             (2, -0.2, [0.3, -0.8]), (3, 0.0, [-0.5, 0.2]), (4, 0.4, [0.9, 0.1]),
+             (5, 0.0, None)]                           # known intercept, no factors
+    return TrainedModel(
+        users=spark.createDataFrame(users, "user_id long, intercept double, factors array<double>"),
+        items=spark.createDataFrame(items, "item_id long, intercept double, factors array<double>"),
+        global_intercept=3.0, data={},
+        options={"user_col": "user_id", "item_col": "item_id", "feedback_type": "explicit",
+                 "num_factors": 2}), dict((u, (b, f)) for u, b, f in users), \
+        dict((i, (b, f)) for i, b, f in items)
+
+
+def _oracle_top_k(users, items, wanted, excluded, supported, k):
+    """Each wanted user's best k eligible items by (score DESC, item ASC); the score summed in
+    the SQL formula's order, global + user + item + x0*y0 + x1*y1."""
+    out = {}
+    for user in wanted:
+        bias, x = users.get(user, (0.0, None))
+        scored = []
+        for item in supported:
+            if (user, item) in excluded:
+                continue
+            item_bias, y = items[item]
+            dot = 0.0 if x is None or y is None else x[0] * y[0] + x[1] * y[1]
+            scored.append((-(3.0 + bias + item_bias + dot), item))
+        if scored:
+            out[user] = [(item, -neg) for neg, item in sorted(scored)[:k]]
+    return out
+
+
+def test_top_k_with_exclusions_support_and_large_ties_matches_the_oracle(spark):
+    """Both top-k paths (blocked, and ranking ML.RECOMMEND's pairs) against the oracle: user 1's
+    12-item tie straddles position k (smallest ids win), user 9 is cold (its ~270 top items tie),
+    user 2's exclusions leave 3 candidates (a list of 3), user 3's leave none (no row), user 5
+    has no factors; items below the minimum support never appear."""
+    from recsys.model.recommend import top_k_for_users
+
+    model, users, items = _constrained_model(spark)
+    supported = [i for n, i in enumerate(ITEM_IDS) if n % 9 != 4]   # every ninth item unsupported
+    excluded = {(1, ITEM_IDS[0]), (1, ITEM_IDS[6]), (9, ITEM_IDS[1]), (9, ITEM_IDS[15]),
+                (4, ITEM_IDS[2])}
+    keep_for_2 = {ITEM_IDS[3], ITEM_IDS[20], ITEM_IDS[35]}
+    excluded |= {(2, i) for i in ITEM_IDS if i not in keep_for_2}
+    excluded |= {(3, i) for i in ITEM_IDS}
+    wanted = [1, 2, 3, 4, 5, 9]
+    want = _oracle_top_k(users, items, wanted, excluded, supported, K)
+    # The fixture does what it says: a tie across position k, a short list, a missing user.
+    assert [v for _, v in want[1]] == [want[1][0][1]] * K and len(want[2]) == 3 and 3 not in want
+    assert len({v for _, v in _oracle_top_k(users, items, [9], set(), supported, 40)[9][:25]}) == 1
+
+    users_df = spark.createDataFrame([(u,) for u in wanted], "user_id long")
+    exclude_df = spark.createDataFrame(sorted(excluded), "user_id long, item_id long")
+    support_df = spark.createDataFrame([(i,) for i in supported], "item_id long")
+
+    def as_lists(df):
+        return {r.user_id: [(e.item_id, e.predicted_rating) for e in r.recommendations]
+                for r in df.collect()}
+
+    blocked = as_lists(top_k_for_users(model, k=K, users=users_df, exclude=exclude_df,
+                                       items=support_df))
+    ranked = as_lists(top_k(recommend(model, users_df).join(support_df, "item_id"), k=K,
+                            exclude=exclude_df))
+    for got in (blocked, ranked):
+        assert set(got) == set(want)
+        for user, expected in want.items():
+            assert [i for i, _ in got[user]] == [i for i, _ in expected], user
+            assert [v for _, v in got[user]] == pytest.approx([v for _, v in expected],
+                                                              abs=1e-12)

@@ -1,7 +1,8 @@
 """A run is a unit: concurrent runs, killed runs and readers of a local warehouse (issue 17).
 
 The jobs run as real processes (``jobs/pipeline.py``, or ``tests/barrier_run.py``, which stops
-the same job at a named boundary until the test releases or kills it). Expected tables come from
+the same job at a named boundary, or inside a task of a table's write, until the test releases
+or kills it: never by polling a folder and racing the writer). Expected tables come from
 plain-Python readings of the source files; "unchanged" means equal, value by value, to what
 pandas read from the warehouse before the run started.
 """
@@ -9,6 +10,7 @@ pandas read from the warehouse before the run started.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,8 +55,8 @@ def args(source, sink, *extra):
             "--set", "spark.master=local[2]", *extra]
 
 
-def start(script, *argv):
-    env = dict(os.environ, PYTHONPATH=REPO)
+def start(script, *argv, env=None):
+    env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
     return subprocess.Popen([sys.executable, script, *argv], cwd=REPO, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
@@ -160,6 +162,46 @@ def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_ov
     top = pd.read_parquet(os.path.join(sink, DATASET, "recommend_top5"))
     assert sorted(top.user_id) == sorted({u for u, _, _ in plain_ratings(source_b)})
     assert set(record["tables"]) == set(TABLES) and set(record["written"]["tables"]) == set(TABLES)
+
+
+def test_killed_in_the_middle_of_a_table_write_changes_nothing(sources, tmp_path):
+    """A run (source B) SIGKILLed while a task of its all-pairs ``recommend`` write is held
+    (tests/barrier_run.py ``write:recommend``: the write has begun, its version folder has no
+    _SUCCESS) leaves every table equal to the last successful run's (source A) and readable;
+    the next run removes the partial folder and keeps its own and A's version only."""
+    source_a, source_b = sources
+    sink = tmp_path / "wh"
+    finish(start(BARRIER, "-", *args(source_a, sink)))
+    run_a = current_run(sink)
+    before = tables_of(sink)
+    versions = os.path.join(sink, DATASET, ".versions", "recommend")
+    kept = set(os.listdir(versions))
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(420)  # a barrier, not a poll: accept() returns when the task arrives
+        proc = start(BARRIER, "write:recommend", *args(source_b, sink),
+                     env={"RECSYS_BARRIER_PORT": str(server.getsockname()[1])})
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            kill(proc)
+            raise AssertionError("the write never reached its barrier")
+        with conn:
+            boundary, run_b = conn.makefile().readline().split()[1:]
+            assert boundary == "write:recommend"
+            partial = set(os.listdir(versions)) - kept
+            assert len(partial) == 1, partial  # the killed run's version folder, begun
+            folder = os.path.join(versions, partial.pop())
+            assert not os.path.exists(os.path.join(folder, "_SUCCESS"))
+            kill(proc)
+    assert current_run(sink) == run_a
+    assert tables_of(sink) == before
+    assert manifest(sink, run_b)["success"] is None
+
+    finish(start(BARRIER, "-", *args(source_b, sink)))
+    assert not os.path.exists(folder)
+    assert len(os.listdir(versions)) == 2 and kept <= set(os.listdir(versions))
+    assert ratings_table(sink) == plain_ratings(source_b)
 
 
 def test_a_second_run_is_refused_at_once_or_waits_and_never_breaks_the_live_run(

@@ -76,3 +76,49 @@ def test_prune_drops_a_killed_write_and_keeps_the_previous_run(spark, tmp_path):
     assert not killed.exists()
     assert len(now) == 2 and now[0] == kept[1] and now[1] not in kept
     assert values(wh, spark, "t") == [3]
+
+
+def test_versioned_model_store_on_a_hadoop_filesystem(spark, tmp_path):
+    """Models under a non-local Hadoop URI (as gs:// on Dataproc): here viewfs://, Hadoop's own
+    client-side mount table, mounted on a local folder. Each save is a new version folder; the
+    newest one with its metadata is the model; a save that died before its metadata is
+    ignored; with no model, one line."""
+    import uuid
+
+    from recsys.errors import InputError
+    from recsys.model import TrainedModel, load, save
+    from recsys.sinks import VersionedModelStore, model_store
+
+    cluster = f"recsys{uuid.uuid4().hex[:8]}"
+    spark.sparkContext._jsc.hadoopConfiguration().set(
+        f"fs.viewfs.mounttable.{cluster}.link./store", (tmp_path / "disk").as_uri())
+    root = f"viewfs://{cluster}/store"
+    store = model_store(root, "ds")
+    assert isinstance(store, VersionedModelStore)
+    with pytest.raises(InputError, match=f"no trained model at {root}/ds/_models/m "):
+        store.model_location(spark, "m")
+
+    def model(bias):
+        return TrainedModel(
+            users=spark.createDataFrame([(1, bias, [0.5, 1.0])],
+                                        "user_id long, intercept double, factors array<double>"),
+            items=spark.createDataFrame([(7, -bias, [2.0, 0.0])],
+                                        "item_id long, intercept double, factors array<double>"),
+            global_intercept=3.0 + bias, data={"n_rows": 1},
+            options={"user_col": "user_id", "item_col": "item_id", "feedback_type": "explicit",
+                     "num_factors": 2})
+
+    first = store.save_model("m", lambda path: save(model(0.25), path))
+    assert first.startswith(f"{root}/ds/_models/m/")
+    second = store.save_model("m", lambda path: save(model(0.75), path))
+    # A later save killed before its metadata (written last): users/ and items/ only.
+    store.save_model("m", lambda path: model(9.0).users.write.parquet(f"{path}/users"))
+    on_disk = sorted(os.listdir(tmp_path / "disk" / "ds" / "_models" / "m"))
+    assert len(on_disk) == 3 and second.endswith(on_disk[1])
+    assert not os.path.exists(tmp_path / "disk" / "ds" / "_models" / "m" / on_disk[2] / "metadata")
+    location = store.model_location(spark, "m")
+    assert location == second
+    loaded = load(spark, location)
+    assert loaded.global_intercept == 3.75
+    assert [tuple(r) for r in loaded.users.collect()] == [(1, 0.75, [0.5, 1.0])]
+    assert [tuple(r) for r in loaded.items.collect()] == [(7, -0.75, [2.0, 0.0])]

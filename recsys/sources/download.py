@@ -1,7 +1,9 @@
 """Download MovieLens archives from GroupLens into a local cache, verified by MD5.
 
 MovieLens 1M and 100K may not be redistributed, so they are fetched at run time and never
-committed. A cached archive is re-verified before use; a corrupt one is fetched again.
+committed. A cached archive is re-verified before use; a corrupt one is fetched again, and the
+extracted folder (``<archive>.d``, which records the MD5 of its archive) is re-extracted whenever
+it does not come from the archive now in the cache.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from recsys.errors import InputError
+
+
+# Hidden (skipped as a data file, like _SUCCESS): the MD5 of the archive a folder came from.
+EXTRACTED_FROM = ".recsys-archive-md5"
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,15 @@ def fetch(fmt: str, *, cache_dir: str, url: Optional[str] = None, md5: Optional[
     cache = os.path.abspath(os.path.expanduser(cache_dir))
     os.makedirs(cache, exist_ok=True)
     archive = os.path.join(cache, os.path.basename(url.rstrip("/")) or "download.zip")
-    if not (os.path.isfile(archive) and (md5 is None or file_md5(archive) == md5)):
+    digest = file_md5(archive) if os.path.isfile(archive) else None
+    if digest is None or (md5 is not None and digest != md5):
         _download(url, archive, md5, timeout_s)
+        digest = file_md5(archive)
+    # The folder records the MD5 of the archive it came from: after a new download (a corrupt
+    # cached archive, a new md5) the folder of the older archive is extracted again.
     extracted = archive + ".d"
-    if not os.path.isdir(extracted):
-        _extract(archive, extracted)
+    if _extracted_from(extracted) != digest:
+        _extract(archive, extracted, digest)
     if known is None:
         # An archive of another layout: the files inside are named by source.ratings and
         # source.movies (relative to the extracted folder), see readers.resolve_files.
@@ -97,8 +107,21 @@ def _download(url: str, target: str, md5: Optional[str], timeout_s: float) -> No
             os.remove(partial)
 
 
-def _extract(archive: str, target: str) -> None:
-    staging = tempfile.mkdtemp(dir=os.path.dirname(target), suffix=".extracting")
+def _extracted_from(folder: str) -> Optional[str]:
+    """MD5 of the archive ``folder`` was extracted from (None: no folder, or no record)."""
+    try:
+        with open(os.path.join(folder, EXTRACTED_FROM)) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _extract(archive: str, target: str, digest: str) -> None:
+    """Extract into a staging folder, record ``digest`` there, then put it in place of
+    ``target`` (an older extraction is removed)."""
+    parent = os.path.dirname(target)
+    staging = tempfile.mkdtemp(dir=parent, suffix=".extracting")
+    old = None
     try:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
@@ -107,9 +130,15 @@ def _extract(archive: str, target: str) -> None:
                 if not resolved.startswith(os.path.realpath(staging) + os.sep):
                     raise InputError(f"{archive}: unsafe path in archive: {member}")
             zf.extractall(staging)
+        with open(os.path.join(staging, EXTRACTED_FROM), "w") as fh:
+            fh.write(digest + "\n")
+        if os.path.lexists(target):
+            old = tempfile.mkdtemp(dir=parent, suffix=".old")
+            os.replace(target, os.path.join(old, "folder"))
         os.replace(staging, target)
     except zipfile.BadZipFile as exc:
         raise InputError(f"{archive}: not a zip archive: {exc}") from None
     finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging)
+        for leftover in (staging, old):
+            if leftover and os.path.isdir(leftover):
+                shutil.rmtree(leftover)

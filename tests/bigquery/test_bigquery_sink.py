@@ -5,8 +5,6 @@ with google-cloud-bigquery against the same emulator, independently of the conne
 import numpy as np
 import pandas as pd
 import pytest
-from pyspark.sql import functions as F
-from pyspark.sql.types import LongType
 
 from recsys.config import load_config
 from recsys.runner.pipeline import run_evaluate, run_ingest, run_pipeline, run_recommend, run_train
@@ -116,31 +114,66 @@ def test_values_match_the_source(pipeline_run, bq_emulator):
     assert recs[0]["movie_title"] == f"Film {recs[0]['item_id']}, The ({1950 + recs[0]['item_id']})"
 
 
+def canonical(bq_emulator, name):
+    """Every row of a table, values and all, in a canonical order (nested records as tuples)."""
+    def plain(value):
+        if isinstance(value, dict):
+            return tuple((k, plain(v)) for k, v in sorted(value.items()))
+        if isinstance(value, list):
+            return tuple(plain(v) for v in value)
+        return value
+    return sorted((tuple((k, plain(v)) for k, v in sorted(row.items()))
+                   for row in rows(bq_emulator, name)), key=repr)
+
+
+RERUN_TABLES = ("ratings", "recommend", "recommend_top5", "weights", "training_info")
+
+
 def test_rerun_replaces_without_duplicates(pipeline_run, bq_spark, bq_emulator):
+    """A rerun of ingest, train and recommend leaves every table with the same rows, value for
+    value (only training_info's wall-clock duration_ms may differ)."""
     cfg, _, ratings = pipeline_run
-    before = {n: len(rows(bq_emulator, n)) for n in ("ratings", "recommend", "weights")}
+    def snapshot():
+        out = {n: canonical(bq_emulator, n) for n in RERUN_TABLES}
+        out["training_info"] = sorted((tuple(c for c in row if c[0] != "duration_ms")
+                                       for row in out["training_info"]), key=repr)
+        return out
+    before = snapshot()
     run_ingest(bq_spark, cfg)
     run_train(bq_spark, cfg)
     run_recommend(bq_spark, cfg)
-    after = {n: len(rows(bq_emulator, n)) for n in ("ratings", "recommend", "weights")}
-    assert after == before
-    assert before["ratings"] == len(ratings)
+    after = snapshot()
+    for name in RERUN_TABLES:
+        assert after[name] == before[name], name
+    assert len(before["ratings"]) == len(ratings)
+    assert len(before["training_info"]) == ITERATIONS
 
 
 def test_failed_write_keeps_the_previous_table(pipeline_run, bq_spark, bq_emulator):
+    """A write whose first tasks succeed (they write their rows) and whose last task then fails
+    leaves the previous table, every row as it was. Six partitions on local[2]: the last task
+    starts only once four others have finished, and it fails on its last row."""
     from recsys.sinks import make_sink
 
     cfg, _, ratings = pipeline_run
     sink = make_sink(cfg)
+    before = canonical(bq_emulator, "ratings")
 
-    @F.udf(LongType())
-    def fail(x):
-        raise RuntimeError("injected failure")
+    def fail_at_the_end(partition, rows):
+        rows = list(rows)
+        for n, row in enumerate(rows):
+            if partition == 5 and n == len(rows) - 1:
+                raise RuntimeError("injected failure after the other tasks wrote")
+            yield row
 
-    broken = bq_spark.range(3).select(fail("id").alias("user_id"))
-    with pytest.raises(Exception, match="injected failure"):
-        sink.write("ratings", broken)
-    assert len(rows(bq_emulator, "ratings")) == len(ratings)
+    replacement = bq_spark.createDataFrame(
+        bq_spark.sparkContext.parallelize([(u, u, 3.0) for u in range(60)], 6)
+        .mapPartitionsWithIndex(fail_at_the_end), "user_id long, item_id long, rating double")
+    assert replacement.rdd.getNumPartitions() == 6
+    with pytest.raises(Exception, match="injected failure after the other tasks wrote"):
+        sink.write("ratings", replacement)
+    assert canonical(bq_emulator, "ratings") == before
+    assert len(before) == len(ratings)
 
 
 def test_bigquery_source_table_and_query(pipeline_run, bq_spark, bq_emulator, tmp_path):
