@@ -48,7 +48,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-METHODS = ("NO_SPLIT", "AUTO_SPLIT", "RANDOM", "CUSTOM", "SEQ")
+from recsys.config import SPLIT_METHODS
+
+# DATA_SPLIT_METHOD's values as BigQuery ML spells them; the list itself is the config's.
+METHODS = tuple(method.upper() for method in SPLIT_METHODS)
 
 AUTO_MIN_ROWS = 500          # below: AUTO_SPLIT does not split
 AUTO_RANDOM_MAX_ROWS = 50_000  # up to here: 20 % random; above: 10,000 rows
