@@ -2,8 +2,7 @@
 code it returns once every output is written.
 
 A neutral module (it imports nothing of recsys), so a job package such as ``recsys.compare``
-reports without importing the job runner's pipeline. ``recsys.runner.pipeline`` still defines a
-``Report`` and ``StageTimer`` of the same shape; they are meant to move here.
+reports without importing the job runner's pipeline; the runner's ``Report`` is ``JobReport``.
 """
 
 from __future__ import annotations
@@ -48,16 +47,17 @@ class StageTimer:
 
     def __enter__(self):
         self.start = time.perf_counter()
-        _progress(f"{self.report.job}: {self.stage} started")
+        progress(f"{self.report.job}: {self.stage} started")
         return self
 
     def __exit__(self, *exc):
         seconds = time.perf_counter() - self.start
         self.report.timings[self.stage] = seconds
-        _progress(f"{self.report.job}: {self.stage} {'failed' if exc[0] else 'done'} "
+        progress(f"{self.report.job}: {self.stage} {'failed' if exc[0] else 'done'} "
                   f"in {seconds:.1f}s")
         return False
 
 
-def _progress(text: str) -> None:
+def progress(text: str) -> None:
+    """A progress line on stderr, with the clock time."""
     print(f"recsys {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)

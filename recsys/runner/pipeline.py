@@ -7,10 +7,8 @@ configured sink, and returns a ``Report`` for the job runner to print.
 from __future__ import annotations
 
 import functools
-import sys
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -22,6 +20,7 @@ from recsys.model import split as split_stage
 from recsys.evaluation import tuning as tuning_stage
 from recsys.model import weights as weights_stage
 from recsys.config import Config
+from recsys.job_report import JobReport, StageTimer, progress as _progress
 from recsys.evaluation import model_metrics_for
 from recsys.errors import ConfigError, InputError
 from recsys.sinks import job_unit, make_sink, resolve_table
@@ -29,50 +28,8 @@ from recsys.sinks import job_unit, make_sink, resolve_table
 SAMPLE_USERS = 3
 
 
-@dataclass
-class Report:
-    """What a job did, for people: counts, metrics, timings, sample recommendations."""
-
-    job: str
-    lines: List[str] = field(default_factory=list)
-    timings: Dict[str, float] = field(default_factory=dict)
-    metrics: Dict[str, Optional[float]] = field(default_factory=dict)
-    tables: Dict[str, str] = field(default_factory=dict)
-    # Sub-stage wall seconds (e.g. train.als_fit); not added to the total.
-    details: Dict[str, float] = field(default_factory=dict)
-    # The job's exit code once every output is written (non-zero: the result failed a check
-    # the config asked for, e.g. the compare verdict with compare.fail_on_mismatch).
-    exit_code: int = 0
-
-    def add(self, text: str) -> None:
-        """Append a line of the summary."""
-        self.lines.append(text)
-
-    def render(self) -> str:
-        """The summary as text."""
-        total = sum(self.timings.values())
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
-        return "\n".join([f"recsys {self.job}: done in {total:.1f}s ({stages})", *self.lines])
-
-
-class StageTimer:
-    """Adds the wall time of a `with` block to a report's timings under a stage name, and shows
-    progress on stderr (a stage's start and end, with the clock time) for long runs."""
-
-    def __init__(self, report: Report, stage: str):
-        self.report, self.stage = report, stage
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        _progress(f"{self.report.job}: {self.stage} started")
-        return self
-
-    def __exit__(self, *exc):
-        seconds = time.perf_counter() - self.start
-        self.report.timings[self.stage] = seconds
-        _progress(f"{self.report.job}: {self.stage} {'failed' if exc[0] else 'done'} "
-                  f"in {seconds:.1f}s")
-        return False
+# The job report and its stage timer are the neutral module's (compare reports the same way).
+Report = JobReport
 
 
 def _write(report: Report, sink, name: str, df: DataFrame) -> str:
@@ -82,10 +39,6 @@ def _write(report: Report, sink, name: str, df: DataFrame) -> str:
     location = sink.write(name, df)
     report.details[f"write.{name}"] = time.perf_counter() - start
     return location
-
-
-def _progress(text: str) -> None:
-    print(f"recsys {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
 def _as_run(job: str):
