@@ -39,7 +39,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from recsys import synthetic  # noqa: E402
+import synthetic  # noqa: E402  (benchmarks/synthetic.py, beside this script)
 from recsys.runner.cli import session_conf  # noqa: E402
 from recsys.config import load_config  # noqa: E402
 from recsys.model import spark_reg_param  # noqa: E402

@@ -25,7 +25,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from recsys import numpy_als  # noqa: E402
+import numpy_als  # noqa: E402  (benchmarks/numpy_als.py, beside this script)
 from recsys.model.normal_equations import RowBlock, design_and_offset, initial_factors  # noqa: E402
 
 
