@@ -14,7 +14,7 @@ two models, not raw factors.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -38,15 +38,15 @@ def weights(spark: SparkSession, model: TrainedModel) -> DataFrame:
             factor_weights.alias("factor_weights"), F.col(INTERCEPT).cast("double").alias("intercept"),
             F.lit(rank).alias("_order"), F.col(col).alias(f"_key{rank}")))
     users, items = parts
-    # Sort each side by its id in its own type (numeric ids in numeric order), then stack.
-    users = users.withColumn("_key", F.row_number().over(_by("_key0"))).drop("_key0")
-    items = items.withColumn("_key", F.row_number().over(_by("_key1"))).drop("_key1")
     global_row = spark.createDataFrame(
-        [(None, schemas.GLOBAL_INTERCEPT_FEATURE, None, float(model.global_intercept), 2, 0)],
-        T.StructType(schemas.WEIGHTS_SCHEMA.fields + [T.StructField("_order", T.IntegerType()),
-                                                      T.StructField("_key", T.IntegerType())]))
-    stacked = users.unionByName(items).unionByName(global_row)
-    return stacked.orderBy("_order", "_key").drop("_order", "_key")
+        [(None, schemas.GLOBAL_INTERCEPT_FEATURE, None, float(model.global_intercept), 2)],
+        T.StructType(schemas.WEIGHTS_SCHEMA.fields + [T.StructField("_order", T.IntegerType())]))
+    # Each side sorted by its id in its own type (numeric ids in numeric order): the two id
+    # types may differ, so each has its own sort column, NULL on the other rows. A global
+    # row_number window instead moved every row to one partition (and Spark warned).
+    stacked = users.unionByName(items, allowMissingColumns=True) \
+        .unionByName(global_row, allowMissingColumns=True)
+    return stacked.orderBy("_order", "_key0", "_key1").drop("_order", "_key0", "_key1")
 
 
 def embeddings(model: TrainedModel) -> DataFrame:
@@ -56,8 +56,3 @@ def embeddings(model: TrainedModel) -> DataFrame:
         F.concat(F.col(FACTORS), F.array(F.col(INTERCEPT).cast("double")))
         .alias("ml_generate_embedding_result")) for col, table in _sides(model)]
     return parts[0].unionByName(parts[1])
-
-
-def _by(col: str) -> Window:
-    # One row per user or item: a global ordering window is small enough here.
-    return Window.orderBy(F.col(col).asc())
