@@ -161,7 +161,8 @@ def training_section(t: TrainingComparison) -> Section:
     md = ("## Training loss (ML.TRAINING_INFO)", "",
           f"BigQuery ML: {n.bqml} iteration rows, last loss {last['bqml']}; "
           f"recsys: {n.recsys} iteration rows, last loss {last['recsys']}. "
-          "(recsys writes one row unless `model.training_info: every_iteration`.)",
+          "(recsys's `bigquery_ml` solver writes a row per iteration; `spark_als` one row, "
+          "the last, unless `model.training_info: every_iteration`.)",
           "", "![training loss](loss.svg)", "", *table, "")
     console = f"  training   last loss bqml {last['bqml']}, recsys {last['recsys']}"
     return Section(md, (("loss.svg", plot),), (console,))
