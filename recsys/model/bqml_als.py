@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 import time
+import zipimport
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -123,7 +125,8 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
     item_blocks = _blocks(ratings, ITEM_IDX, USER_IDX, p.num_blocks)
     state_bytes = max(n_users, n_items) * p.width * 8
     path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
-    step = _BroadcastStep(ratings.sparkSession) if path == "broadcast" else _JoinStep(p.num_blocks)
+    step = (_BroadcastStep(ratings.sparkSession, p.implicit) if path == "broadcast"
+            else _JoinStep(p.num_blocks, p.implicit))
     solve_block = _block_solver(p)
     rank, width = p.rank, p.width
 
@@ -165,6 +168,7 @@ def _block_solver(p: SolverParams):
     ridge, rank, alpha = p.ridge(), p.rank, p.wals_alpha
 
     def solve_block(block: RowBlock, fixed: np.ndarray, gram: Optional[np.ndarray]) -> Solved:
+        _forget_zip_importers()
         design, offset = design_and_offset(fixed, rank, intercepts=alpha is None)
         return block.solve(design, offset, ridge, gram=gram if alpha is not None else None,
                            alpha=alpha)
@@ -172,8 +176,32 @@ def _block_solver(p: SolverParams):
     return solve_block
 
 
-def _gram(sums: List[Tuple]) -> np.ndarray:
-    """The side's Y^T Y from the per-block parts, added in block order (deterministic)."""
+def _forget_zip_importers() -> None:
+    """Drop the zip importers from this Python worker's import cache (task side).
+
+    PySpark's worker calls ``importlib.invalidate_caches()`` before every task, and on Python 3.11
+    every ``zipimporter`` in ``sys.path_importer_cache`` then rereads its archive's whole
+    directory. A warm worker holds one per package it imported from ``pyspark.zip`` (16 after a
+    half-step), and rereading them took ~0.2 s of every task on 2 loaded cores (a do-nothing
+    Python job: 0.34 s, 0.12 s without them), as much as a half-step's solve. A dropped entry is
+    rebuilt by the next import from that archive, from zipimport's directory cache (no reread);
+    imported modules are untouched. So only that per-task cost changes, never a result."""
+    for path, finder in list(sys.path_importer_cache.items()):
+        if isinstance(finder, zipimport.zipimporter):
+            del sys.path_importer_cache[path]
+
+
+def _part(solved: Solved, implicit: bool) -> Tuple:
+    """What the driver keeps of a block's half-step: its sums, and for implicit feedback its part
+    of the Gram matrix (explicit feedback never uses one)."""
+    return solved.sums(), solved.gram() if implicit else None
+
+
+def _gram(sums: List[Tuple]) -> Optional[np.ndarray]:
+    """The side's Y^T Y from the per-block parts, added in block order (deterministic); None
+    for explicit feedback."""
+    if sums[0][1] is None:
+        return None
     total = sums[0][1].copy()
     for _, part in sums[1:]:
         total += part
@@ -275,7 +303,7 @@ def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
 @dataclass
 class States:
     """One side's states after a half-step: RDD of (block, Solved) partitioned like ``blocks``,
-    and each block's (``Solved.sums()``, ``Solved.gram()``) in block order."""
+    and each block's ``_part`` (sums, Gram part) in block order."""
 
     rdd: RDD
     blocks: RDD
@@ -292,11 +320,13 @@ class States:
 class _BroadcastStep:
     """The fixed side's states collected and broadcast to every task."""
 
-    def __init__(self, spark: SparkSession):
+    def __init__(self, spark: SparkSession, implicit: bool):
         self.sc = spark.sparkContext
+        self.implicit = implicit
 
     def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
-        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), n_rows)
+        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), n_rows,
+                                 self.implicit)
 
     def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
              checkpoint: bool = False) -> States:
@@ -304,15 +334,16 @@ class _BroadcastStep:
         fixed.full = None
         gram = _gram(fixed.sums)
         rdd = blocks.mapValues(lambda block: solve_block(block, shipped.value[block.needed], gram))
-        return self._materialise(States(_persist(rdd), blocks, shipped=shipped), n_rows)
+        return self._materialise(States(_persist(rdd), blocks, shipped=shipped), n_rows,
+                                 self.implicit)
 
     @staticmethod
-    def _materialise(states: States, n_rows: int) -> States:
+    def _materialise(states: States, n_rows: int, implicit: bool) -> States:
         for _, solved in sorted(states.rdd.collect(), key=lambda kv: kv[0]):
             if states.full is None:
                 states.full = np.zeros((n_rows, solved.state.shape[1]))
             states.full[solved.row_ids] = solved.state
-            states.sums.append((solved.sums(), solved.gram()))
+            states.sums.append(_part(solved, implicit))
         return states
 
 
@@ -320,11 +351,12 @@ class _JoinStep:
     """The fixed side's states shipped block to block: each fixed block sends every solving
     block the rows it references; the pieces are shuffled to the solving block's partition."""
 
-    def __init__(self, num_blocks: int):
+    def __init__(self, num_blocks: int, implicit: bool):
         self.num_blocks = num_blocks
+        self.implicit = implicit
 
     def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
-        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks))
+        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), self.implicit)
 
     def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
              checkpoint: bool = False) -> States:
@@ -344,11 +376,11 @@ class _JoinStep:
                                                             preservesPartitioning=True))
         if checkpoint:
             rdd.checkpoint()
-        return self._materialise(States(rdd, blocks))
+        return self._materialise(States(rdd, blocks), self.implicit)
 
     @staticmethod
-    def _materialise(states: States) -> States:
-        parts = states.rdd.mapValues(lambda solved: (solved.sums(), solved.gram())).collect()
+    def _materialise(states: States, implicit: bool) -> States:
+        parts = states.rdd.mapValues(lambda solved: _part(solved, implicit)).collect()
         states.sums = [value for _, value in sorted(parts, key=lambda kv: kv[0])]
         return states
 
@@ -361,6 +393,7 @@ def _messages(states: RDD, fixed_blocks: RDD) -> RDD:
     """(target block, (row ids, states)) pieces of every fixed block's states."""
 
     def send(items: Iterator) -> Iterator:
+        _forget_zip_importers()
         block, solved = None, None
         for key, value in items:
             if isinstance(value, RowBlock):
