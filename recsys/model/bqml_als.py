@@ -13,8 +13,8 @@ Spark SQL's ``xxhash64(user_id, seed)``; intercepts start at 0).
 
 How it is distributed (after Spark's ALS, ``mllib/.../recommendation/ALS.scala``):
 
-- the ratings are grouped once by user block and once by item block (row ``k`` of a side lives in
-  block ``k % num_blocks``) into ``RowBlock`` objects, one per partition, cached;
+- the ratings are read once and grouped by user block and by item block (row ``k`` of a side
+  lives in block ``k % num_blocks``) into ``RowBlock`` objects, one per partition, cached;
 - each half-step ships the fixed side's states to the tasks of the side being solved: as one
   broadcast array while it is at most ``broadcast_max_bytes``, else as messages from every fixed
   block to the blocks that reference its rows, shuffled to them and assembled there (the join
@@ -121,8 +121,7 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
     ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH; indices dense in 0..n-1).
     Returns the final states and one ML.TRAINING_INFO row per iteration (``_info_row``)."""
     p = params
-    user_blocks = _blocks(ratings, USER_IDX, ITEM_IDX, p.num_blocks, hashes=USER_HASH)
-    item_blocks = _blocks(ratings, ITEM_IDX, USER_IDX, p.num_blocks)
+    user_blocks, item_blocks = _both_blocks(ratings, p.num_blocks)
     state_bytes = max(n_users, n_items) * p.width * 8
     path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
     step = (_BroadcastStep(ratings.sparkSession, p.implicit) if path == "broadcast"
@@ -252,35 +251,58 @@ STATE_SCHEMA = T.StructType([T.StructField("_idx", T.LongType(), False),
 
 # --- blocks ------------------------------------------------------------------------------------
 
-def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
-            hashes: Optional[str] = None) -> RDD:
-    """RDD of (block, RowBlock), block b in partition b, cached and materialised.
+def _both_blocks(ratings: DataFrame, num_blocks: int) -> Tuple[RDD, RDD]:
+    """(user blocks, item blocks): RDDs of (block, RowBlock), block b in partition b, cached and
+    materialised.
 
-    Each input partition is read as Arrow batches and cut into per-block pieces (pickled NumPy
-    arrays); the pieces are shuffled to their block's partition and built there."""
-    names = [row, col, VALUE, IS_EVAL] + ([hashes] if hashes else [])
+    The input is read once, as Arrow batches: each partition is cut into per-block pieces for
+    both sides (pickled NumPy arrays), kept until both sides are built. Reading it once per side,
+    as before, paid a second Arrow pass and, in the train job, a second run of the indexing
+    joins that produce ``ratings``."""
+    names = [USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH]
 
     def pieces(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-
+        _forget_zip_importers()
         parts = [[] for _ in names]
         for batch in batches:
             for k, name in enumerate(names):
                 parts[k].append(batch.column(name).to_numpy(zero_copy_only=False))
         if not parts[0] or not sum(len(a) for a in parts[0]):
             return
-        arrays = [np.concatenate(a) for a in parts]
-        block_of = arrays[0] % num_blocks
-        for block in np.unique(block_of):
-            where = np.flatnonzero(block_of == block)
-            for lo in range(0, len(where), PIECE_ROWS):
-                take = where[lo:lo + PIECE_ROWS]
-                payload = pickle.dumps(tuple(a[take] for a in arrays), protocol=4)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array([int(block)], pa.int32()), pa.array([payload], pa.binary())],
-                    names=["block", "payload"])
+        users, items, values, is_eval, hashes = [np.concatenate(a) for a in parts]
+        # side 0: users by user block, with their hashes; side 1: items by item block.
+        yield from _cut(0, (users, items, values, is_eval, hashes), num_blocks)
+        yield from _cut(1, (items, users, values, is_eval), num_blocks)
+
+    cut = ratings.select(*names).mapInArrow(pieces, "side int, block int, payload binary")
+    cached = _persist(cut.rdd.map(lambda r: ((r[0], r[1]), bytes(r[2]))))
+    both = tuple(_side_blocks(cached, side, num_blocks) for side in (0, 1))
+    cached.unpersist()
+    return both
+
+
+def _cut(side: int, arrays: Tuple[np.ndarray, ...], num_blocks: int) -> Iterator:
+    """Arrow batches (side, block, payload) of one side's ratings cut by the block of their row
+    (``arrays[0]``), at most PIECE_ROWS ratings a piece."""
+    import pyarrow as pa
+
+    block_of = arrays[0] % num_blocks
+    for block in np.unique(block_of):
+        where = np.flatnonzero(block_of == block)
+        for lo in range(0, len(where), PIECE_ROWS):
+            take = where[lo:lo + PIECE_ROWS]
+            payload = pickle.dumps(tuple(a[take] for a in arrays), protocol=4)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([side], pa.int32()), pa.array([int(block)], pa.int32()),
+                 pa.array([payload], pa.binary())], names=["side", "block", "payload"])
+
+
+def _side_blocks(pieces: RDD, side: int, num_blocks: int) -> RDD:
+    """One side's pieces shuffled to their block's partition and built there into RowBlocks
+    (persisted and counted)."""
 
     def build(items: Iterator) -> Iterator:
+        _forget_zip_importers()
         grouped: Dict[int, list] = {}
         for block, payload in items:
             grouped.setdefault(block, []).append(pickle.loads(payload))
@@ -288,11 +310,10 @@ def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
             arrays = [np.concatenate(a) for a in zip(*found)]
             yield block, RowBlock.build(arrays[0], arrays[1], arrays[2], arrays[3],
                                         num_blocks=num_blocks,
-                                        hashes=arrays[4] if hashes else None)
+                                        hashes=arrays[4] if len(arrays) > 4 else None)
 
-    cut = ratings.select(*names).mapInArrow(pieces, "block int, payload binary")
-    blocks = (cut.rdd.map(lambda r: (r[0], bytes(r[1]))).partitionBy(num_blocks)
-              .mapPartitions(build, preservesPartitioning=True)
+    blocks = (pieces.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
+              .partitionBy(num_blocks).mapPartitions(build, preservesPartitioning=True)
               .persist(StorageLevel.MEMORY_AND_DISK))
     blocks.count()
     return blocks
