@@ -13,8 +13,8 @@ Spark SQL's ``xxhash64(user_id, seed)``; intercepts start at 0).
 
 How it is distributed (after Spark's ALS, ``mllib/.../recommendation/ALS.scala``):
 
-- the ratings are grouped once by user block and once by item block (row ``k`` of a side lives in
-  block ``k % num_blocks``) into ``RowBlock`` objects, one per partition, cached;
+- the ratings are read once and grouped by user block and by item block (row ``k`` of a side
+  lives in block ``k % num_blocks``) into ``RowBlock`` objects, one per partition, cached;
 - each half-step ships the fixed side's states to the tasks of the side being solved: as one
   broadcast array while it is at most ``broadcast_max_bytes``, else as messages from every fixed
   block to the blocks that reference its rows, shuffled to them and assembled there (the join
@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 import time
+import zipimport
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -119,11 +121,11 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
     ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH; indices dense in 0..n-1).
     Returns the final states and one ML.TRAINING_INFO row per iteration (``_info_row``)."""
     p = params
-    user_blocks = _blocks(ratings, USER_IDX, ITEM_IDX, p.num_blocks, hashes=USER_HASH)
-    item_blocks = _blocks(ratings, ITEM_IDX, USER_IDX, p.num_blocks)
+    user_blocks, item_blocks = _both_blocks(ratings, p.num_blocks)
     state_bytes = max(n_users, n_items) * p.width * 8
     path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
-    step = _BroadcastStep(ratings.sparkSession) if path == "broadcast" else _JoinStep(p.num_blocks)
+    step = (_BroadcastStep(ratings.sparkSession, p.implicit) if path == "broadcast"
+            else _JoinStep(p.num_blocks, p.implicit))
     solve_block = _block_solver(p)
     rank, width = p.rank, p.width
 
@@ -165,6 +167,7 @@ def _block_solver(p: SolverParams):
     ridge, rank, alpha = p.ridge(), p.rank, p.wals_alpha
 
     def solve_block(block: RowBlock, fixed: np.ndarray, gram: Optional[np.ndarray]) -> Solved:
+        _forget_zip_importers()
         design, offset = design_and_offset(fixed, rank, intercepts=alpha is None)
         return block.solve(design, offset, ridge, gram=gram if alpha is not None else None,
                            alpha=alpha)
@@ -172,8 +175,32 @@ def _block_solver(p: SolverParams):
     return solve_block
 
 
-def _gram(sums: List[Tuple]) -> np.ndarray:
-    """The side's Y^T Y from the per-block parts, added in block order (deterministic)."""
+def _forget_zip_importers() -> None:
+    """Drop the zip importers from this Python worker's import cache (task side).
+
+    PySpark's worker calls ``importlib.invalidate_caches()`` before every task, and on Python 3.11
+    every ``zipimporter`` in ``sys.path_importer_cache`` then rereads its archive's whole
+    directory. A warm worker holds one per package it imported from ``pyspark.zip`` (16 after a
+    half-step), and rereading them took ~0.2 s of every task on 2 loaded cores (a do-nothing
+    Python job: 0.34 s, 0.12 s without them), as much as a half-step's solve. A dropped entry is
+    rebuilt by the next import from that archive, from zipimport's directory cache (no reread);
+    imported modules are untouched. So only that per-task cost changes, never a result."""
+    for path, finder in list(sys.path_importer_cache.items()):
+        if isinstance(finder, zipimport.zipimporter):
+            del sys.path_importer_cache[path]
+
+
+def _part(solved: Solved, implicit: bool) -> Tuple:
+    """What the driver keeps of a block's half-step: its sums, and for implicit feedback its part
+    of the Gram matrix (explicit feedback never uses one)."""
+    return solved.sums(), solved.gram() if implicit else None
+
+
+def _gram(sums: List[Tuple]) -> Optional[np.ndarray]:
+    """The side's Y^T Y from the per-block parts, added in block order (deterministic); None
+    for explicit feedback."""
+    if sums[0][1] is None:
+        return None
     total = sums[0][1].copy()
     for _, part in sums[1:]:
         total += part
@@ -224,35 +251,58 @@ STATE_SCHEMA = T.StructType([T.StructField("_idx", T.LongType(), False),
 
 # --- blocks ------------------------------------------------------------------------------------
 
-def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
-            hashes: Optional[str] = None) -> RDD:
-    """RDD of (block, RowBlock), block b in partition b, cached and materialised.
+def _both_blocks(ratings: DataFrame, num_blocks: int) -> Tuple[RDD, RDD]:
+    """(user blocks, item blocks): RDDs of (block, RowBlock), block b in partition b, cached and
+    materialised.
 
-    Each input partition is read as Arrow batches and cut into per-block pieces (pickled NumPy
-    arrays); the pieces are shuffled to their block's partition and built there."""
-    names = [row, col, VALUE, IS_EVAL] + ([hashes] if hashes else [])
+    The input is read once, as Arrow batches: each partition is cut into per-block pieces for
+    both sides (pickled NumPy arrays), kept until both sides are built. Reading it once per side,
+    as before, paid a second Arrow pass and, in the train job, a second run of the indexing
+    joins that produce ``ratings``."""
+    names = [USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH]
 
     def pieces(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-
+        _forget_zip_importers()
         parts = [[] for _ in names]
         for batch in batches:
             for k, name in enumerate(names):
                 parts[k].append(batch.column(name).to_numpy(zero_copy_only=False))
         if not parts[0] or not sum(len(a) for a in parts[0]):
             return
-        arrays = [np.concatenate(a) for a in parts]
-        block_of = arrays[0] % num_blocks
-        for block in np.unique(block_of):
-            where = np.flatnonzero(block_of == block)
-            for lo in range(0, len(where), PIECE_ROWS):
-                take = where[lo:lo + PIECE_ROWS]
-                payload = pickle.dumps(tuple(a[take] for a in arrays), protocol=4)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array([int(block)], pa.int32()), pa.array([payload], pa.binary())],
-                    names=["block", "payload"])
+        users, items, values, is_eval, hashes = [np.concatenate(a) for a in parts]
+        # side 0: users by user block, with their hashes; side 1: items by item block.
+        yield from _cut(0, (users, items, values, is_eval, hashes), num_blocks)
+        yield from _cut(1, (items, users, values, is_eval), num_blocks)
+
+    cut = ratings.select(*names).mapInArrow(pieces, "side int, block int, payload binary")
+    cached = _persist(cut.rdd.map(lambda r: ((r[0], r[1]), bytes(r[2]))))
+    both = tuple(_side_blocks(cached, side, num_blocks) for side in (0, 1))
+    cached.unpersist()
+    return both
+
+
+def _cut(side: int, arrays: Tuple[np.ndarray, ...], num_blocks: int) -> Iterator:
+    """Arrow batches (side, block, payload) of one side's ratings cut by the block of their row
+    (``arrays[0]``), at most PIECE_ROWS ratings a piece."""
+    import pyarrow as pa
+
+    block_of = arrays[0] % num_blocks
+    for block in np.unique(block_of):
+        where = np.flatnonzero(block_of == block)
+        for lo in range(0, len(where), PIECE_ROWS):
+            take = where[lo:lo + PIECE_ROWS]
+            payload = pickle.dumps(tuple(a[take] for a in arrays), protocol=4)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([side], pa.int32()), pa.array([int(block)], pa.int32()),
+                 pa.array([payload], pa.binary())], names=["side", "block", "payload"])
+
+
+def _side_blocks(pieces: RDD, side: int, num_blocks: int) -> RDD:
+    """One side's pieces shuffled to their block's partition and built there into RowBlocks
+    (persisted and counted)."""
 
     def build(items: Iterator) -> Iterator:
+        _forget_zip_importers()
         grouped: Dict[int, list] = {}
         for block, payload in items:
             grouped.setdefault(block, []).append(pickle.loads(payload))
@@ -260,11 +310,10 @@ def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
             arrays = [np.concatenate(a) for a in zip(*found)]
             yield block, RowBlock.build(arrays[0], arrays[1], arrays[2], arrays[3],
                                         num_blocks=num_blocks,
-                                        hashes=arrays[4] if hashes else None)
+                                        hashes=arrays[4] if len(arrays) > 4 else None)
 
-    cut = ratings.select(*names).mapInArrow(pieces, "block int, payload binary")
-    blocks = (cut.rdd.map(lambda r: (r[0], bytes(r[1]))).partitionBy(num_blocks)
-              .mapPartitions(build, preservesPartitioning=True)
+    blocks = (pieces.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
+              .partitionBy(num_blocks).mapPartitions(build, preservesPartitioning=True)
               .persist(StorageLevel.MEMORY_AND_DISK))
     blocks.count()
     return blocks
@@ -275,7 +324,7 @@ def _blocks(ratings: DataFrame, row: str, col: str, num_blocks: int, *,
 @dataclass
 class States:
     """One side's states after a half-step: RDD of (block, Solved) partitioned like ``blocks``,
-    and each block's (``Solved.sums()``, ``Solved.gram()``) in block order."""
+    and each block's ``_part`` (sums, Gram part) in block order."""
 
     rdd: RDD
     blocks: RDD
@@ -292,11 +341,13 @@ class States:
 class _BroadcastStep:
     """The fixed side's states collected and broadcast to every task."""
 
-    def __init__(self, spark: SparkSession):
+    def __init__(self, spark: SparkSession, implicit: bool):
         self.sc = spark.sparkContext
+        self.implicit = implicit
 
     def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
-        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), n_rows)
+        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), n_rows,
+                                 self.implicit)
 
     def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
              checkpoint: bool = False) -> States:
@@ -304,15 +355,16 @@ class _BroadcastStep:
         fixed.full = None
         gram = _gram(fixed.sums)
         rdd = blocks.mapValues(lambda block: solve_block(block, shipped.value[block.needed], gram))
-        return self._materialise(States(_persist(rdd), blocks, shipped=shipped), n_rows)
+        return self._materialise(States(_persist(rdd), blocks, shipped=shipped), n_rows,
+                                 self.implicit)
 
     @staticmethod
-    def _materialise(states: States, n_rows: int) -> States:
+    def _materialise(states: States, n_rows: int, implicit: bool) -> States:
         for _, solved in sorted(states.rdd.collect(), key=lambda kv: kv[0]):
             if states.full is None:
                 states.full = np.zeros((n_rows, solved.state.shape[1]))
             states.full[solved.row_ids] = solved.state
-            states.sums.append((solved.sums(), solved.gram()))
+            states.sums.append(_part(solved, implicit))
         return states
 
 
@@ -320,11 +372,12 @@ class _JoinStep:
     """The fixed side's states shipped block to block: each fixed block sends every solving
     block the rows it references; the pieces are shuffled to the solving block's partition."""
 
-    def __init__(self, num_blocks: int):
+    def __init__(self, num_blocks: int, implicit: bool):
         self.num_blocks = num_blocks
+        self.implicit = implicit
 
     def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
-        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks))
+        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), self.implicit)
 
     def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
              checkpoint: bool = False) -> States:
@@ -344,11 +397,11 @@ class _JoinStep:
                                                             preservesPartitioning=True))
         if checkpoint:
             rdd.checkpoint()
-        return self._materialise(States(rdd, blocks))
+        return self._materialise(States(rdd, blocks), self.implicit)
 
     @staticmethod
-    def _materialise(states: States) -> States:
-        parts = states.rdd.mapValues(lambda solved: (solved.sums(), solved.gram())).collect()
+    def _materialise(states: States, implicit: bool) -> States:
+        parts = states.rdd.mapValues(lambda solved: _part(solved, implicit)).collect()
         states.sums = [value for _, value in sorted(parts, key=lambda kv: kv[0])]
         return states
 
@@ -361,6 +414,7 @@ def _messages(states: RDD, fixed_blocks: RDD) -> RDD:
     """(target block, (row ids, states)) pieces of every fixed block's states."""
 
     def send(items: Iterator) -> Iterator:
+        _forget_zip_importers()
         block, solved = None, None
         for key, value in items:
             if isinstance(value, RowBlock):
