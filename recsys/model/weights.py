@@ -46,7 +46,10 @@ def weights(spark: SparkSession, model: TrainedModel) -> DataFrame:
         T.StructType(schemas.WEIGHTS_SCHEMA.fields + [T.StructField("_order", T.IntegerType()),
                                                       T.StructField("_key", T.IntegerType())]))
     stacked = users.unionByName(items).unionByName(global_row)
-    return stacked.orderBy("_order", "_key").drop("_order", "_key")
+    # One sorted partition: a table of users + items rows needs no sampled range sort (the
+    # windows above already hold each side in one task).
+    return (stacked.coalesce(1).sortWithinPartitions("_order", "_key")
+            .drop("_order", "_key"))
 
 
 def embeddings(model: TrainedModel) -> DataFrame:
