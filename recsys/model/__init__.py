@@ -41,7 +41,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
@@ -137,20 +139,28 @@ def default_num_factors(n_rows: int) -> int:
 
 def describe_training_data(ratings: DataFrame, *, col_user: str, col_item: str,
                            col_rating: str) -> Dict[str, Any]:
-    """Counts, mean rating and an order-independent fingerprint of the rows, in one pass."""
+    """Counts, mean rating and an order-independent fingerprint of the rows, in two passes:
+    the distinct counts apart (together they would multiply every row through Spark's Expand)."""
     cols = ", ".join(f"`{c}`" for c in ratings.columns)
+    row_hash = F.expr(f"xxhash64({cols})")
     row = ratings.agg(
         F.count(F.lit(1)).alias("n_rows"),
-        F.countDistinct(col_user).alias("n_users"),
-        F.countDistinct(col_item).alias("n_items"),
         exact_avg(F.col(col_rating).cast("double")).alias("mean_rating"),
-        F.expr(f"cast(sum(cast(xxhash64({cols}) as decimal(38,0))) as string)").alias("hash_sum"),
+        # The exact sum of the 64-bit hashes from its two 32-bit halves (LONG sums, exact below
+        # 2^31 rows): the same integer as a DECIMAL sum, at a fraction of the cost.
+        F.sum(F.shiftright(row_hash, 32)).alias("hash_high"),
+        F.sum(row_hash.bitwiseAND(F.lit(0xFFFFFFFF))).alias("hash_low"),
         F.expr(f"bit_xor(xxhash64({cols}))").alias("hash_xor"),
     ).head().asDict()
-    digest = hashlib.sha256(f"{row['n_rows']}|{row.pop('hash_sum')}|{row.pop('hash_xor')}"
+    row.update(ratings.agg(F.countDistinct(col_user).alias("n_users"),
+                           F.countDistinct(col_item).alias("n_items")).head().asDict())
+    high, low = row.pop("hash_high"), row.pop("hash_low")
+    hash_sum = None if high is None else high * 2 ** 32 + low
+    digest = hashlib.sha256(f"{row['n_rows']}|{hash_sum}|{row.pop('hash_xor')}"
                             .encode()).hexdigest()
     row["fingerprint"] = digest[:32]
-    return row
+    return {key: row[key] for key in ("n_rows", "n_users", "n_items", "mean_rating",
+                                      "fingerprint")}
 
 
 def resolve_options(cfg: ModelConfig, data: Dict[str, Any]) -> Dict[str, Any]:
@@ -225,8 +235,81 @@ def cast_ids(df: DataFrame, model: TrainedModel) -> DataFrame:
 
 def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFrame:
     """``pairs`` (with user and item columns) plus ``pred_col`` (``recsys.model.prediction``); other
-    columns are kept."""
-    joined = (cast_ids(pairs, model).join(side(model, "user"), model.col_user, "left")
+    columns are kept, after the item and user columns (the order a join on them gives).
+
+    Model sides up to ``BROADCAST_SIDE_MAX_ROWS`` rows are broadcast and looked up in the tasks
+    by id: each pair then crosses to Python as two ids, not as two factor arrays (68 doubles a
+    row at rank 34). Larger sides, and ids neither integers nor strings, are joined instead."""
+    pairs = cast_ids(pairs, model)
+    sides = [_broadcast_side(model, which) for which in ("user", "item")]
+    if any(one is None for one in sides):
+        return _score_pairs_joined(model, pairs, pred_col)
+    col_user, col_item = model.col_user, model.col_item
+    fields = [pairs.schema[col_item], pairs.schema[col_user]] + [
+        f for f in pairs.schema.fields if f.name not in (col_user, col_item)]
+    out_schema = T.StructType(fields + [T.StructField(pred_col, T.DoubleType(), True)])
+    names, global_intercept = [f.name for f in fields], model.global_intercept
+    shared = pairs.sparkSession.sparkContext.broadcast(sides)
+
+    def score(batches):
+        (user_ids, user_b, user_f), (item_ids, item_b, item_f) = shared.value
+        for batch in batches:
+            column = batch.schema.get_field_index
+            users = _positions(batch.column(column(col_user)), user_ids)
+            items = _positions(batch.column(column(col_item)), item_ids)
+            value = prediction.pair_scores(global_intercept + _gather(user_b, users),
+                                           _gather(item_b, items), _gather(user_f, users),
+                                           _gather(item_f, items))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(column(n)) for n in names] + [pa.array(value, pa.float64())],
+                names=names + [pred_col])
+
+    return pairs.mapInArrow(score, out_schema)
+
+
+# Model sides up to this many rows are broadcast to the scoring tasks (at rank 34, 1 M rows
+# are 280 MB of factors); larger ones are joined to the pairs.
+BROADCAST_SIDE_MAX_ROWS = 1_000_000
+
+
+def _broadcast_side(model: TrainedModel, which: str):
+    """(ids, intercepts, factors (n, rank)) of one side collected on the driver, with 0 for a
+    NULL intercept and zeros for NULL factors (``prediction.arrow_bias``/``arrow_factors``);
+    None when the side is too large or its ids are neither integers nor strings (floating
+    point ids: NaN and -0.0 match in Spark's joins, not in Arrow's lookups)."""
+    table = side(model, which)
+    id_col = table.columns[0]
+    if not isinstance(table.schema[id_col].dataType, (T.IntegralType, T.StringType)):
+        return None
+    local = table.limit(BROADCAST_SIDE_MAX_ROWS + 1).toPandas()
+    if len(local) > BROADCAST_SIDE_MAX_ROWS:
+        return None
+    bias = local[f"_{which}_b"].astype(float).fillna(0.0).to_numpy(dtype=float)
+    factors = np.zeros((len(local), model.rank))
+    for row, values in enumerate(local[f"_{which}_f"]):
+        if values is not None:
+            factors[row] = values
+    return local[id_col].to_numpy(), bias, factors
+
+
+def _positions(ids: pa.Array, known: np.ndarray) -> np.ndarray:
+    """Each id's row in ``known`` (the side's ids), -1 where unknown or NULL (a left join's
+    miss)."""
+    found = pc.index_in(ids, value_set=pa.array(known, type=ids.type))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _gather(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``values`` at ``positions`` (rows), 0 where the position is -1 (a missing side)."""
+    out = np.zeros((len(positions),) + values.shape[1:])
+    hit = positions >= 0
+    out[hit] = values[positions[hit]]
+    return out
+
+
+def _score_pairs_joined(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFrame:
+    """``score_pairs`` by joining both side tables to the pairs (any side size or id type)."""
+    joined = (pairs.join(side(model, "user"), model.col_user, "left")
               .join(side(model, "item"), model.col_item, "left"))
     kept = [f for f in joined.schema.fields
             if f.name not in ("_user_b", "_user_f", "_item_b", "_item_f")]
@@ -325,7 +408,12 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
         states = spark.createDataFrame(bqml_als.state_rows(sides, which, options["num_factors"]),
                                        bqml_als.STATE_SCHEMA)
         keyed = states.join(index.select(F.col("_idx").cast("long").alias("_idx"), id_col), "_idx")
-        return keyed.select(id_col, INTERCEPT, FACTORS).checkpoint(eager=True)
+        keyed = keyed.select(id_col, INTERCEPT, FACTORS).persist()
+        # A reliable checkpoint writes what a second job computes: cached first, that job
+        # reads the rows instead of converting the solver's states in Python again.
+        table = keyed.checkpoint(eager=True)
+        keyed.unpersist()
+        return table
 
     users = side_table("user", user_index, cfg.user_col)
     items = side_table("item", item_index, cfg.item_col)
