@@ -237,7 +237,7 @@ def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFra
     """``pairs`` (with user and item columns) plus ``pred_col`` (``recsys.model.prediction``); other
     columns are kept, after the item and user columns (the order a join on them gives).
 
-    Model sides up to ``BROADCAST_SIDE_MAX_ROWS`` rows are broadcast and looked up in the tasks
+    Model sides up to ``BROADCAST_SIDE_MAX_BYTES`` are broadcast and looked up in the tasks
     by id: each pair then crosses to Python as two ids, not as two factor arrays (68 doubles a
     row at rank 34). Larger sides, and ids neither integers nor strings, are joined instead."""
     pairs = cast_ids(pairs, model)
@@ -267,9 +267,10 @@ def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFra
     return pairs.mapInArrow(score, out_schema)
 
 
-# Model sides up to this many rows are broadcast to the scoring tasks (at rank 34, 1 M rows
-# are 280 MB of factors); larger ones are joined to the pairs.
-BROADCAST_SIDE_MAX_ROWS = 1_000_000
+# Model sides of at most this many bytes of intercepts and factors are broadcast to the scoring
+# tasks (every Python worker holds a copy; at rank 34 that is about 960 k rows); larger ones
+# are joined to the pairs.
+BROADCAST_SIDE_MAX_BYTES = 256 << 20
 
 
 def _broadcast_side(model: TrainedModel, which: str):
@@ -281,8 +282,9 @@ def _broadcast_side(model: TrainedModel, which: str):
     id_col = table.columns[0]
     if not isinstance(table.schema[id_col].dataType, (T.IntegralType, T.StringType)):
         return None
-    local = table.limit(BROADCAST_SIDE_MAX_ROWS + 1).toPandas()
-    if len(local) > BROADCAST_SIDE_MAX_ROWS:
+    max_rows = BROADCAST_SIDE_MAX_BYTES // ((model.rank + 1) * 8)
+    local = table.limit(max_rows + 1).toPandas()
+    if len(local) > max_rows:
         return None
     bias = local[f"_{which}_b"].astype(float).fillna(0.0).to_numpy(dtype=float)
     factors = np.zeros((len(local), model.rank))
