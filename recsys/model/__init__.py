@@ -286,11 +286,10 @@ def _broadcast_side(model: TrainedModel, which: str):
     local = table.limit(max_rows + 1).toPandas()
     if len(local) > max_rows:
         return None
-    bias = local[f"_{which}_b"].astype(float).fillna(0.0).to_numpy(dtype=float)
-    factors = np.zeros((len(local), model.rank))
-    for row, values in enumerate(local[f"_{which}_f"]):
-        if values is not None:
-            factors[row] = values
+    # The NULL rules of every other scoring path (prediction.arrow_bias / arrow_factors).
+    bias = prediction.arrow_bias(pa.array(local[f"_{which}_b"], pa.float64(), from_pandas=True))
+    factors = prediction.arrow_factors(
+        pa.array(local[f"_{which}_f"], pa.list_(pa.float64()), from_pandas=True), model.rank)
     return local[id_col].to_numpy(), bias, factors
 
 
