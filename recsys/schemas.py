@@ -233,10 +233,15 @@ TRIALS_SCHEMA = StructType([
 
 
 # --- parsed source rows (readers -> ingest) -----------------------------------------------
-# The output columns plus line_number, raw and reason (NULL for a good row) and source_file, so
-# that every bad line keeps its text, file and line for *_rejected.
+# The output columns plus where the line was read (split_start: the byte offset of the file split
+# it was read in, 0 for sources read whole; split_line: its 1-based line in that split), raw and
+# reason (NULL for a good row) and source_file, so that every bad line keeps its text, file and
+# line for *_rejected. A line's number in its file is split_line plus the lines of the file's
+# earlier splits (readers.line_offsets), known once every split has been read: the file is read
+# once, and only rejected rows are numbered.
 _META_FIELDS = [
-    StructField("line_number", LongType(), True),
+    StructField("split_start", LongType(), True),
+    StructField("split_line", LongType(), True),
     StructField("raw", StringType(), True),
     StructField("reason", StringType(), True),
     StructField("source_file", StringType(), True),

@@ -247,7 +247,8 @@ def make_case(tmp_path, name, seed, n=1200, compress=None):
 
 
 def read(spark, source):
-    rows = readers.read_ratings(spark, source, source.ratings).drop("source_file").collect()
+    parsed = readers.read_ratings(spark, source, source.ratings)
+    rows = readers.number_lines(parsed).drop("source_file").collect()
     return sorted((tuple(r) for r in rows), key=lambda r: r[4])
 
 
@@ -288,6 +289,16 @@ def test_many_splits_number_lines_like_one(spark, tmp_path, name):
         got = read(spark, source)
         if name == "ml-1m":
             assert read(spark, source) == got  # line numbers are the same every time
+    assert got == want, first_difference(got, want)
+
+
+def test_a_first_split_holding_only_the_header_still_counts_its_line(spark, tmp_path):
+    """8-byte splits of a file whose 28-byte header is longer than a split: the first split
+    reads the header only (no row), the next ones read nothing, then one line each."""
+    source, want = make_case(tmp_path, "csv", seed=5, n=40)
+    with spark_conf(spark, **{"spark.sql.files.maxPartitionBytes": "8"}):
+        assert spark.read.text(source.ratings).rdd.getNumPartitions() > 100
+        got = read(spark, source)
     assert got == want, first_difference(got, want)
 
 

@@ -7,6 +7,11 @@ Rules applied here (per-line syntax was checked by the reader):
   sharded source, the file whose full name sorts last, then the later line in it;
 - a movie id seen twice keeps its first line (the file whose name sorts first, then the first
   line in it).
+
+The source is read once: rows carry their place in a file split (``split_start``,
+``split_line``), which orders lines within a file as their line numbers do. The split line
+counts come from the one aggregate that also counts the rejects, and only rejected rows (and
+the lines they name as kept) are then given their line number in the file.
 """
 
 from __future__ import annotations
@@ -71,30 +76,34 @@ def classify_ratings(parsed: DataFrame, ingest: IngestConfig) -> DataFrame:
     good, bad = rows.where(F.col("reason").isNull()), rows.where(F.col("reason").isNotNull())
     latest_first = Window.partitionBy("user_id", "item_id").orderBy(
         F.col("timestamp_seconds").desc_nulls_last(), F.col("source_file").desc(),
-        F.col("line_number").desc())
+        F.col("split_start").desc(), F.col("split_line").desc())
     return _keep_first(good, latest_first, "duplicate (user_id, item_id) pair",
-                       " (latest timestamp)").unionByName(bad)
+                       " (latest timestamp)").unionByName(bad, allowMissingColumns=True)
+
+
+# Stands in a duplicate's reason for the kept line ("line N", "line N of FILE") until the kept
+# line's number is known (``rejected_table``).
+_KEPT = "{kept}"
+_KEPT_COLUMNS = ("_kept_file", "_kept_start", "_kept_line")
 
 
 def _keep_first(good: DataFrame, order: Window, what: str, why: str) -> DataFrame:
     """Rows ranked by ``order``: the first keeps a NULL reason, the others are rejected naming
-    its line (and its file when it is another file)."""
-    ranked = (good.withColumn("_rank", F.row_number().over(order))
-                  .withColumn("_kept_line", F.first("line_number").over(order))
-                  .withColumn("_kept_file", F.first("source_file").over(order)))
-    same_file = F.coalesce(F.col("_kept_file") == F.col("source_file"), F.lit(True))
-    kept = F.when(same_file, F.format_string("line %d", F.col("_kept_line"))).otherwise(
-        F.format_string("line %d of %s", F.col("_kept_line"), F.col("_kept_file")))
+    its line (and its file when it is another file), kept in ``_KEPT_COLUMNS``."""
+    ranked = good.withColumn("_rank", F.row_number().over(order))
+    for column, of in zip(_KEPT_COLUMNS, ("source_file", "split_start", "split_line")):
+        ranked = ranked.withColumn(column, F.when(F.col("_rank") > 1,
+                                                  F.first(of).over(order)))
     return ranked.withColumn("reason", F.when(
-        F.col("_rank") > 1, F.concat(F.lit(f"{what}: "), kept, F.lit(f" is kept{why}")),
-    )).drop("_rank", "_kept_line", "_kept_file")
+        F.col("_rank") > 1, F.lit(f"{what}: {_KEPT} is kept{why}"))).drop("_rank")
 
 
 def classify_movies(parsed: DataFrame) -> DataFrame:
     """Add the final ``reason`` to parsed movies: a repeated movie id keeps its first line."""
     good, bad = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
-    first_line = Window.partitionBy("movie_id").orderBy("source_file", "line_number")
-    return _keep_first(good, first_line, "duplicate movie_id", "").unionByName(bad)
+    first_line = Window.partitionBy("movie_id").orderBy("source_file", "split_start", "split_line")
+    return _keep_first(good, first_line, "duplicate movie_id", "").unionByName(
+        bad, allowMissingColumns=True)
 
 
 def ratings_table(classified: DataFrame) -> DataFrame:
@@ -113,29 +122,43 @@ def movies_table(classified: DataFrame) -> DataFrame:
     return kept.select("movie_id", "movie_title", "genre").orderBy("movie_id")
 
 
-def rejected_table(classified: DataFrame) -> DataFrame:
-    """Rejected rows in REJECTED_SCHEMA, in file and line order; each names its own file."""
-    bad = classified.where(F.col("reason").isNotNull())
+def rejected_table(classified: DataFrame, offsets: DataFrame) -> DataFrame:
+    """Rejected rows in REJECTED_SCHEMA, in file and line order; each names its own file, and a
+    duplicate the line kept. ``offsets``: ``readers.offsets_table`` of the source's splits."""
+    bad = readers.with_line_numbers(classified.where(F.col("reason").isNotNull()), offsets)
+    kept_offsets = offsets.select(F.col("source_file").alias("_kept_file"),
+                                  F.col("split_start").alias("_kept_start"),
+                                  F.col("line_offset").alias("_kept_offset"))
+    bad = bad.join(F.broadcast(kept_offsets), ["_kept_file", "_kept_start"], "left")
+    kept_line = F.col("_kept_line") + F.coalesce(F.col("_kept_offset"), F.lit(0))
+    same_file = F.col("_kept_file") == F.col("source_file")
+    kept = F.when(same_file, F.format_string("line %d", kept_line)).otherwise(
+        F.format_string("line %d of %s", kept_line, F.col("_kept_file")))
+    reason = F.when(F.col("_kept_line").isNull(), F.col("reason")).otherwise(
+        F.replace(F.col("reason"), F.lit(_KEPT), kept))
     return bad.select(
-        F.col("raw"), F.col("source_file"), F.col("line_number"), F.col("reason"),
+        F.col("raw"), F.col("source_file"), F.col("line_number"), reason.alias("reason"),
     ).orderBy("source_file", "line_number")
 
 
-def reject_stats(classified: DataFrame, source_file: str) -> RejectStats:
-    """Count rows and find the first bad line, in one pass over the classified rows."""
-    row = classified.agg(
-        F.count(F.lit(1)).alias("total"),
-        F.count("reason").alias("rejected"),
-        F.min_by(F.struct("line_number", "reason", "source_file"),
-                 F.when(F.col("reason").isNotNull(), F.struct("source_file", "line_number"))
-                 ).alias("first_bad"),
-    ).head()
-    first = row["first_bad"]
+def split_summary(classified: DataFrame) -> list:
+    """One row per file split that gave rows: its last ``split_line``, its rows and rejects."""
+    return (classified.groupBy("source_file", "split_start")
+            .agg(F.max("split_line").alias("lines"), F.count(F.lit(1)).alias("rows"),
+                 F.count("reason").alias("rejected")).collect())
+
+
+def reject_stats(splits: list, rejected: DataFrame, source_file: str) -> RejectStats:
+    """Counts from ``split_summary``; the first bad line is read from the ``rejected`` table
+    (only when there is one)."""
+    total = sum(r["rows"] for r in splits)
+    bad = sum(r["rejected"] for r in splits)
+    first = rejected.select("line_number", "reason", "source_file").head() if bad else None
     return RejectStats(
-        source_file=source_file, total_rows=row["total"], rejected_rows=row["rejected"],
-        first_bad_line=first["line_number"] if first and first["reason"] else None,
+        source_file=source_file, total_rows=total, rejected_rows=bad,
+        first_bad_line=first["line_number"] if first else None,
         first_bad_reason=first["reason"] if first else None,
-        first_bad_file=first["source_file"] if first and first["reason"] else None,
+        first_bad_file=first["source_file"] if first else None,
     )
 
 
@@ -165,19 +188,27 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
     classified = classify_ratings(
         readers.read_ratings(spark, source, files.ratings, table_reader), ingest_cfg)
     classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
-    ratings_stats = reject_stats(classified, files.ratings_label)
+    ratings_rejected, ratings_stats = _rejects(spark, classified, files.ratings_label)
     movies = movies_rejected = movies_stats = None
     if files.movies is not None:
         movies_classified = classify_movies(
             readers.read_movies(spark, source, files.movies, table_reader)).cache()
-        movies_stats = reject_stats(movies_classified, files.movies_label)
+        movies_rejected, movies_stats = _rejects(spark, movies_classified, files.movies_label)
         movies = movies_table(movies_classified)
-        movies_rejected = rejected_table(movies_classified)
     return IngestResult(
         ratings=ratings_table(classified),
         movies=movies,
-        ratings_rejected=rejected_table(classified),
+        ratings_rejected=ratings_rejected,
         movies_rejected=movies_rejected,
         ratings_stats=ratings_stats,
         movies_stats=movies_stats,
     )
+
+
+def _rejects(spark, classified: DataFrame, label: str):
+    """The rejected table and the counts of cached classified rows (one aggregate over them)."""
+    splits = split_summary(classified)
+    offsets = readers.line_offsets((r["source_file"], r["split_start"], r["lines"])
+                                   for r in splits)
+    rejected = rejected_table(classified, readers.offsets_table(spark, offsets))
+    return rejected, reject_stats(splits, rejected, label)

@@ -1,12 +1,16 @@
 """Readers: the only code that reads source files. Each returns DataFrames; nothing is validated
 beyond what a single line can tell (scale checks and duplicates belong to ``recsys.sources.ingest``).
 
-A parsed table has the output columns plus ``line_number``, ``raw`` and ``reason`` (NULL for a good
-row), so that every bad line keeps its text, file and 1-based line number for ``*_rejected``.
+A parsed table has the output columns plus ``split_start``, ``split_line``, ``raw`` and ``reason``
+(NULL for a good row), so that every bad line keeps its text, file and place for ``*_rejected``:
+its line number in the file is ``split_line`` plus ``line_offsets`` of its split (``number_lines``).
 
 Ratings text files (millions of lines) are read once and parsed in the tasks through Arrow: the
 plain lines column-wise by pyarrow, every other line by the line parsers of ``recsys.sources.formats``
-(the one home of the parsing rules). Movies files are small and parsed in Python.
+(the one home of the parsing rules). A task knows a line's place in its split, not in its file
+(that needs the line counts of the file's earlier splits), so numbering waits until every split
+has been read, instead of a first pass that counts lines. Movies files are small and parsed in
+Python, each file whole (``split_start`` 0).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -255,6 +259,54 @@ def _numbered(lines: DataFrame) -> DataFrame:
                  .drop("_file", "_start", "_id", "_offset"))
 
 
+def line_offsets(split_lines: Iterable[Tuple[str, int, int]]) -> Dict[Tuple[str, int], int]:
+    """(file, split start) -> the lines of the file before that split, from the (file, split
+    start, last ``split_line``) of every split that gave a row. Only a file's line 1 (its
+    header) gives no row, so a split without rows holds no line, except a first split (start
+    0) holding only the header: a file whose first split is missing has one line before the
+    others.
+
+    >>> sorted(line_offsets([("a", 0, 3), ("a", 100, 5), ("b", 0, 2), ("a", 250, 1)]).items())
+    [(('a', 0), 0), (('a', 100), 3), (('a', 250), 8), (('b', 0), 0)]
+    >>> line_offsets([("a", 40, 2)])
+    {('a', 40): 1}
+    """
+    by_file: Dict[str, List[Tuple[int, int]]] = {}
+    for file, start, last in split_lines:
+        by_file.setdefault(file, []).append((start, last))
+    offsets = {}
+    for file, splits in by_file.items():
+        before = 0 if min(start for start, _ in splits) == 0 else 1
+        for start, last in sorted(splits):
+            offsets[(file, start)] = before
+            before += last
+    return offsets
+
+
+def offsets_table(spark: SparkSession, offsets: Dict[Tuple[str, int], int]) -> DataFrame:
+    """``line_offsets`` as a small table (``source_file``, ``split_start``, ``line_offset``)."""
+    return spark.createDataFrame([(f, s, o) for (f, s), o in sorted(offsets.items())],
+                                 "source_file string, split_start long, line_offset long")
+
+
+def with_line_numbers(rows: DataFrame, offsets: DataFrame) -> DataFrame:
+    """Parsed ``rows`` with ``line_number`` (the line in its file) in place of ``split_start``
+    and ``split_line``; ``offsets`` is an ``offsets_table`` covering their splits."""
+    numbered = rows.join(F.broadcast(offsets), ["source_file", "split_start"], "left")
+    line = (F.col("split_line") + F.coalesce(F.col("line_offset"), F.lit(0))).alias("line_number")
+    return numbered.select(*[line if c == "split_start" else F.col(c) for c in rows.columns
+                             if c != "split_line"])
+
+
+def number_lines(parsed: DataFrame) -> DataFrame:
+    """Parsed rows with their ``line_number``: one aggregate of the split line counts, then a
+    join (cache ``parsed`` first to read the source once)."""
+    counts = (parsed.groupBy("source_file", "split_start")
+              .agg(F.max("split_line").alias("lines")).collect())
+    offsets = line_offsets((r.source_file, r.split_start, r.lines) for r in counts)
+    return with_line_numbers(parsed, offsets_table(parsed.sparkSession, offsets))
+
+
 def _file_contents(spark: SparkSession, files: Sequence[str]) -> List[Tuple[str, bytes]]:
     """(file, bytes) of small files (movies), in the order of ``files``.
 
@@ -321,25 +373,26 @@ def _strip_bom(line: str) -> str:
 
 
 def _parse_line(parser: formats.LineParser, width: int, line, index: int,
-                source_file: Optional[str] = None) -> Optional[tuple]:
-    """One line as a row of ``width`` values plus line number, text, reason and file; None for
-    the header line at the top of the file."""
-    number = index + 1
+                source_file: Optional[str] = None, split_start: int = 0) -> Optional[tuple]:
+    """One line (0-based ``index`` in the split starting at byte ``split_start``) as a row of
+    ``width`` values plus split start, split line, text, reason and file; None for the header
+    line at the top of the file."""
+    where = (split_start, index + 1)
     empty = (None,) * width
     if isinstance(line, _Undecodable):
-        return empty + (number, line.text, f"undecodable bytes (not {line.encoding})",
-                        source_file)
-    if index == 0:
+        return empty + where + (line.text, f"undecodable bytes (not {line.encoding})",
+                                source_file)
+    if index == 0 and split_start == 0:
         line = _strip_bom(line)
         if parser.header and parser.is_header(line):
             return None
     if "\ufffd" in line:
-        return empty + (number, line, "undecodable bytes (not UTF-8)", source_file)
+        return empty + where + (line, "undecodable bytes (not UTF-8)", source_file)
     try:
         # Good rows keep their text too: a duplicate is only found later, by ingest.
-        return parser.parse(line) + (number, line, None, source_file)
+        return parser.parse(line) + where + (line, None, source_file)
     except formats.BadRow as exc:
-        return empty + (number, line, str(exc), source_file)
+        return empty + where + (line, str(exc), source_file)
 
 
 def _parse(spark: SparkSession, lines, parser: formats.LineParser, schema: StructType
@@ -418,91 +471,73 @@ def _re_char(c: str) -> str:
 
 def _parse_ratings_text(spark: SparkSession, paths: Sequence[str], parser: formats.LineParser,
                         layout: _Layout) -> DataFrame:
-    """PARSED_RATINGS_SCHEMA rows of text files, parsed in one pass (see above).
+    """PARSED_RATINGS_SCHEMA rows of text files, parsed in one pass over the text (see above).
 
-    Line numbers come from the line count of every split of the files (``_split_lines``: a
-    scan that reads the text but parses nothing), broadcast to the parsing tasks: a task reads
-    each of its splits whole and in order, so a line's number is its split's first line number
-    plus its position in the split.
+    A task reads each of its splits whole and in order, so it numbers a split's lines itself
+    (``split_line``); ``number_lines`` turns that into the line in the file.
     """
-    splits = spark.sparkContext.broadcast(_split_lines(spark, paths))
     lines = spark.read.text([_hadoop_name(p) for p in entries(paths)]).select(
-        "value", F.xxhash64(F.col("_metadata.file_path")).alias("_file"),
+        "value", F.col("_metadata.file_path").alias("_path"),
         F.col("_metadata.file_block_start").alias("_start"))
-    return lines.mapInArrow(_arrow_ratings_parser(parser, layout, splits),
-                            PARSED_RATINGS_SCHEMA)
+    lines = lines.select("value", display_file_column("_path").alias("_file"), "_start")
+    return lines.mapInArrow(_arrow_ratings_parser(parser, layout), PARSED_RATINGS_SCHEMA)
 
 
-def _split_lines(spark: SparkSession, paths: Sequence[str]) -> Dict[Tuple[int, int], Tuple[int, str]]:
-    """(file hash, split start) -> (number of the split's first line, the file's display name)."""
-    text = spark.read.text([_hadoop_name(p) for p in entries(paths)])
-    counts = (text.groupBy(F.col("_metadata.file_path").alias("path"),
-                           F.col("_metadata.file_block_start").alias("start")).count()
-              .select(F.xxhash64("path").alias("file"), "start", "count",
-                      display_file_column("path").alias("name")).collect())
-    table, next_line = {}, {}
-    for row in sorted(counts, key=lambda r: (r["file"], r["start"])):
-        first = next_line.get(row["file"], 1)
-        table[(row["file"], row["start"])] = (first, row["name"])
-        next_line[row["file"]] = first + row["count"]
-    return table
-
-
-def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout, splits):
-    """The mapInArrow function: text batches (value, _file hash, _start) to
+def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
+    """The mapInArrow function: text batches (value, _file display name, _start) to
     PARSED_RATINGS_SCHEMA batches, the simple lines first, then the others."""
     pattern = layout.simple_line()
     width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
     names = PARSED_RATINGS_SCHEMA.fieldNames()
 
     def parse(batches):
-        seen: Dict[Tuple[int, int], int] = {}  # lines of each split read so far by this task
+        seen: Dict[Tuple[str, int], int] = {}  # lines of each split read so far by this task
         for batch in batches:
-            numbers, files = _line_numbers(batch, splits.value, seen)
+            numbers = _split_line_numbers(batch, seen)
+            files, starts = batch.column("_file"), batch.column("_start")
             # Lines are bytes here: Spark hands over what it read, not always valid UTF-8.
             raw = batch.column("value").cast(pa.binary())
-            # Line 1 may be a header or start with a BOM: formats' parser decides.
-            simple = (pc.and_not(pc.match_substring_regex(raw, pattern),
-                                 pa.array(numbers == 1))
+            # A file's line 1 may be a header or start with a BOM: formats' parser decides.
+            first_line = pc.and_(pc.equal(starts, 0), pa.array(numbers == 1))
+            simple = (pc.and_not(pc.match_substring_regex(raw, pattern), first_line)
                       if pattern else _constant(False, len(raw)))
             mask = simple.to_numpy(zero_copy_only=False)
-            yield _simple_batch(raw.filter(simple), numbers[mask], files.filter(simple), layout,
-                                names)
-            yield _python_batch(raw.filter(pc.invert(simple)), numbers[~mask],
-                                files.filter(pc.invert(simple)), parser, width, names)
+            yield _simple_batch(raw.filter(simple), starts.filter(simple), numbers[mask],
+                                files.filter(simple), layout, names)
+            other = pc.invert(simple)
+            yield _python_batch(raw.filter(other), starts.filter(other), numbers[~mask],
+                                files.filter(other), parser, width, names)
 
     return parse
 
 
-def _line_numbers(batch: pa.RecordBatch, splits, seen) -> Tuple[np.ndarray, pa.Array]:
-    """Each line's number in its file and the file's display name, for a batch of lines in
-    read order; ``seen`` (updated) counts the lines of each split read before this batch."""
-    file = batch.column("_file").to_numpy(zero_copy_only=False)
+def _split_line_numbers(batch: pa.RecordBatch, seen) -> np.ndarray:
+    """Each line's 1-based number in its split, for a batch of lines in read order; ``seen``
+    (updated) counts the lines of each split read before this batch."""
+    file = batch.column("_file")
     start = batch.column("_start").to_numpy(zero_copy_only=False)
-    n = len(file)
-    numbers, name_of_run = np.empty(n, dtype=np.int64), []
-    run = np.zeros(n, dtype=np.int64)
+    n = len(start)
+    numbers = np.empty(n, dtype=np.int64)
     opens = np.ones(n, dtype=bool)
-    opens[1:] = (file[1:] != file[:-1]) | (start[1:] != start[:-1])
-    starts = np.flatnonzero(opens)
-    for k, a in enumerate(starts):
-        b = starts[k + 1] if k + 1 < len(starts) else n
-        key = (int(file[a]), int(start[a]))
-        first, name = splits[key]
+    if n > 1:
+        opens[1:] = (pc.not_equal(file.slice(1), file.slice(0, n - 1))
+                     .to_numpy(zero_copy_only=False) | (start[1:] != start[:-1]))
+    runs = np.flatnonzero(opens)
+    for k, a in enumerate(runs):
+        b = runs[k + 1] if k + 1 < len(runs) else n
+        key = (file[a].as_py(), int(start[a]))
         before = seen.get(key, 0)
-        numbers[a:b] = first + before + np.arange(b - a)
+        numbers[a:b] = before + 1 + np.arange(b - a)
         seen[key] = before + (b - a)
-        run[a:b] = k
-        name_of_run.append(name)
-    return numbers, pc.take(pa.array(name_of_run, pa.string()), pa.array(run))
+    return numbers
 
 
 def _constant(value: bool, n: int) -> pa.Array:
     return pa.array(np.full(n, value))
 
 
-def _simple_batch(raw: pa.Array, numbers: np.ndarray, files: pa.Array, layout: _Layout,
-                  names) -> pa.RecordBatch:
+def _simple_batch(raw: pa.Array, starts: pa.Array, numbers: np.ndarray, files: pa.Array,
+                  layout: _Layout, names) -> pa.RecordBatch:
     """Simple lines split and cast column-wise; their reason is NULL."""
     text = raw.cast(pa.string())  # simple lines are ASCII
     fields = pc.split_pattern(text, layout.separator)
@@ -515,22 +550,23 @@ def _simple_batch(raw: pa.Array, numbers: np.ndarray, files: pa.Array, layout: _
         empty = pc.equal(pc.utf8_length(field), 0)  # only an optional timestamp can be empty
         values.append(pc.if_else(empty, pa.scalar(None, pa.string()), field).cast(kind))
     return pa.RecordBatch.from_arrays(
-        values + [pa.array(numbers, pa.int64()), text, pa.nulls(len(text), pa.string()), files],
-        names=names)
+        values + [starts, pa.array(numbers, pa.int64()), text, pa.nulls(len(text), pa.string()),
+                  files], names=names)
 
 
-def _python_batch(raw: pa.Array, numbers: np.ndarray, files: pa.Array,
+def _python_batch(raw: pa.Array, starts: pa.Array, numbers: np.ndarray, files: pa.Array,
                   parser: formats.LineParser, width: int, names) -> pa.RecordBatch:
     """Lines parsed one by one by ``formats`` (``_parse_line``): values or the reason; the
     header line at the top of a file is no row at all."""
     rows = []
-    for line, number, file in zip(raw.to_pylist(), numbers.tolist(), files.to_pylist()):
+    for line, start, number, file in zip(raw.to_pylist(), starts.to_pylist(), numbers.tolist(),
+                                         files.to_pylist()):
         # Undecodable bytes become U+FFFD, which _parse_line rejects, as Java's decoder does.
         row = _parse_line(parser, width, line.decode("utf-8", errors="replace"), number - 1,
-                          file)
+                          file, start)
         if row is not None:
             rows.append(row)
-    kinds = list(_SIMPLE_TYPES) + [pa.int64(), pa.string(), pa.string(), pa.string()]
+    kinds = list(_SIMPLE_TYPES) + [pa.int64(), pa.int64(), pa.string(), pa.string(), pa.string()]
     return pa.RecordBatch.from_arrays(
         [pa.array([r[k] for r in rows], kind) for k, kind in enumerate(kinds)], names=names)
 
@@ -561,11 +597,11 @@ def _parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str]
         # Every mapped column but the last (timestamp, genre) is required.
         raw = json.dumps(dict(zip(names, values)))
         if any(v is None for v, c in zip(values[:-1], columns[:-1]) if c is not None):
-            return (None,) * width + (number, raw, "NULL in a required column", file)
+            return (None,) * width + (0, number, raw, "NULL in a required column", file)
         try:
-            return convert(values) + (number, raw, None, file)
+            return convert(values) + (0, number, raw, None, file)
         except formats.BadRow as exc:
-            return (None,) * width + (number, raw, str(exc), file)
+            return (None,) * width + (0, number, raw, str(exc), file)
 
     if source.format == "parquet":
         rows = _numbered(table.select(
