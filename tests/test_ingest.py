@@ -7,6 +7,7 @@ from recsys import schemas
 from recsys.config import load_config
 from recsys.errors import InputError
 from recsys.runner.pipeline import run_ingest
+from recsys.sources import ingest
 from recsys.sinks import LocalWarehouse
 
 pytestmark = pytest.mark.spark
@@ -181,3 +182,47 @@ def test_real_lines_mixed_with_every_kind_of_bad_line(spark, tmp_path):
         oracle[(int(u), int(i))] = float(r)
     kept = {(r.user_id, r.item_id): r.rating for r in wh.read(spark, "ratings").collect()}
     assert kept == oracle and len(kept) == len(good) == 200
+
+
+def _local_bytes_read(spark):
+    """Bytes read so far through Hadoop's local file system in this JVM (local mode: the tasks
+    run in the driver's JVM, so their reads are counted here too)."""
+    stats = spark.sparkContext._jvm.org.apache.hadoop.fs.FileSystem \
+        .getGlobalStorageStatistics().get("file")
+    return 0 if stats is None else stats.getLong("bytesRead")
+
+
+@pytest.mark.parametrize("splits", [1, 7])
+def test_ingest_reads_the_ratings_file_once(spark, tmp_path, splits):
+    """Parsing, validating and de-duplicating read the file once (issue 15 item 3): Hadoop's
+    read counter grows by the file's size while every table is computed. In 7 splits each
+    split's reader may also read one 64 KB buffer past its end (to finish its last line); a
+    second pass would read the whole file again (before, a first pass counted lines, and the
+    kept and the rejected rows each parsed the file again: three reads)."""
+    users, items = 2000, 40
+    lines = [(f"{u}::{i}::{(u + i) % 5 + 1}::{978300000 + u * i}".encode(), None)
+             for u in range(1, users + 1) for i in range(1, items + 1)]
+    lines += [(b"bad line", "expected 4 fields, found 1"), (b"1::1::5::1", None)]
+    path = write_lines(tmp_path / "ratings.dat", lines)
+    cfg = config(tmp_path, path)
+    size = (tmp_path / "ratings.dat").stat().st_size
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(-(-size // splits)))
+    try:
+        assert spark.read.text(path).rdd.getNumPartitions() == splits
+        before = _local_bytes_read(spark)
+        result = ingest.ingest(spark, cfg.source, cfg.ingest)
+        kept = result.ratings.count()
+        rejected = [(r.line_number, r.reason) for r in result.ratings_rejected.collect()]
+        read = _local_bytes_read(spark) - before
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+    n = users * items
+    assert kept == n and result.ratings_stats.total_rows == n + 2
+    assert rejected == [(n + 1, "expected 4 fields, found 1"),
+                        (n + 2, "duplicate (user_id, item_id) pair: line 1 is kept "
+                                "(latest timestamp)")]
+    if splits == 1:
+        assert read == size, f"read {read} bytes of a {size}-byte file"
+    else:
+        assert size <= read <= size + splits * 65536, f"read {read} bytes of a {size}-byte file"

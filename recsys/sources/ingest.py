@@ -72,13 +72,17 @@ def classify_ratings(parsed: DataFrame, ingest: IngestConfig) -> DataFrame:
         F.format_string(f"rating %s outside the scale [{lo:g}, {hi:g}]",
                         F.expr("cast(rating as string)")),
     ).otherwise(F.col("reason"))
-    rows = parsed.withColumn("reason", scale_reason)
-    good, bad = rows.where(F.col("reason").isNull()), rows.where(F.col("reason").isNotNull())
-    latest_first = Window.partitionBy("user_id", "item_id").orderBy(
-        F.col("timestamp_seconds").desc_nulls_last(), F.col("source_file").desc(),
-        F.col("split_start").desc(), F.col("split_line").desc())
-    return _keep_first(good, latest_first, "duplicate (user_id, item_id) pair",
-                       " (latest timestamp)").unionByName(bad, allowMissingColumns=True)
+    return _keep_first(
+        parsed.withColumn("reason", scale_reason), ["user_id", "item_id"],
+        [F.col("timestamp_seconds").desc_nulls_last(), F.col("source_file").desc(),
+         F.col("split_start").desc(), F.col("split_line").desc()],
+        "duplicate (user_id, item_id) pair", " (latest timestamp)")
+
+
+def classify_movies(parsed: DataFrame) -> DataFrame:
+    """Add the final ``reason`` to parsed movies: a repeated movie id keeps its first line."""
+    return _keep_first(parsed, ["movie_id"], ["source_file", "split_start", "split_line"],
+                       "duplicate movie_id", "")
 
 
 # Stands in a duplicate's reason for the kept line ("line N", "line N of FILE") until the kept
@@ -87,23 +91,21 @@ _KEPT = "{kept}"
 _KEPT_COLUMNS = ("_kept_file", "_kept_start", "_kept_line")
 
 
-def _keep_first(good: DataFrame, order: Window, what: str, why: str) -> DataFrame:
-    """Rows ranked by ``order``: the first keeps a NULL reason, the others are rejected naming
-    its line (and its file when it is another file), kept in ``_KEPT_COLUMNS``."""
-    ranked = good.withColumn("_rank", F.row_number().over(order))
+def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str) -> DataFrame:
+    """Good rows (NULL reason) of each ``keys`` value ranked by ``order``: the first keeps its
+    NULL reason, the others are rejected naming its line (and its file when it is another
+    file), kept in ``_KEPT_COLUMNS``. Rows already rejected are ranked apart and keep their
+    reason: one window over all rows, so the source is computed once (a union of the good and
+    the bad rows would compute it once for each)."""
+    good = F.col("reason").isNull()
+    window = Window.partitionBy(*keys, good).orderBy(*order)
+    duplicate = good & (F.row_number().over(window) > 1)
+    ranked = rows.withColumn("_duplicate", duplicate)
     for column, of in zip(_KEPT_COLUMNS, ("source_file", "split_start", "split_line")):
-        ranked = ranked.withColumn(column, F.when(F.col("_rank") > 1,
-                                                  F.first(of).over(order)))
+        ranked = ranked.withColumn(column, F.when(F.col("_duplicate"), F.first(of).over(window)))
     return ranked.withColumn("reason", F.when(
-        F.col("_rank") > 1, F.lit(f"{what}: {_KEPT} is kept{why}"))).drop("_rank")
-
-
-def classify_movies(parsed: DataFrame) -> DataFrame:
-    """Add the final ``reason`` to parsed movies: a repeated movie id keeps its first line."""
-    good, bad = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
-    first_line = Window.partitionBy("movie_id").orderBy("source_file", "split_start", "split_line")
-    return _keep_first(good, first_line, "duplicate movie_id", "").unionByName(
-        bad, allowMissingColumns=True)
+        F.col("_duplicate"), F.lit(f"{what}: {_KEPT} is kept{why}")).otherwise(F.col("reason"))
+    ).drop("_duplicate")
 
 
 def ratings_table(classified: DataFrame) -> DataFrame:
