@@ -248,7 +248,7 @@ def make_case(tmp_path, name, seed, n=1200, compress=None):
 
 def read(spark, source):
     parsed = readers.read_ratings(spark, source, source.ratings)
-    rows = readers.number_lines(parsed).drop("source_file").collect()
+    rows = readers.number_lines(parsed, header_lines=True).drop("source_file").collect()
     return sorted((tuple(r) for r in rows), key=lambda r: r[4])
 
 

@@ -190,12 +190,15 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
     classified = classify_ratings(
         readers.read_ratings(spark, source, files.ratings, table_reader), ingest_cfg)
     classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
-    ratings_rejected, ratings_stats = _rejects(spark, classified, files.ratings_label)
+    header_lines = readers.has_header_lines(source)
+    ratings_rejected, ratings_stats = _rejects(spark, classified, files.ratings_label,
+                                               header_lines)
     movies = movies_rejected = movies_stats = None
     if files.movies is not None:
         movies_classified = classify_movies(
             readers.read_movies(spark, source, files.movies, table_reader)).cache()
-        movies_rejected, movies_stats = _rejects(spark, movies_classified, files.movies_label)
+        movies_rejected, movies_stats = _rejects(spark, movies_classified, files.movies_label,
+                                                 header_lines)
         movies = movies_table(movies_classified)
     return IngestResult(
         ratings=ratings_table(classified),
@@ -207,10 +210,10 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
     )
 
 
-def _rejects(spark, classified: DataFrame, label: str):
+def _rejects(spark, classified: DataFrame, label: str, header_lines: bool):
     """The rejected table and the counts of cached classified rows (one aggregate over them)."""
     splits = split_summary(classified)
-    offsets = readers.line_offsets((r["source_file"], r["split_start"], r["lines"])
-                                   for r in splits)
+    offsets = readers.line_offsets(((r["source_file"], r["split_start"], r["lines"])
+                                    for r in splits), header_lines=header_lines)
     rejected = rejected_table(classified, readers.offsets_table(spark, offsets))
     return rejected, reject_stats(splits, rejected, label)

@@ -25,8 +25,9 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
 from recsys import paths
@@ -235,48 +236,30 @@ def display_file_column(name: str) -> Column:
         F.expr(f"url_decode(regexp_replace(`{name}`, '[+]', '%2B'))"), "^file:(//(?=/))?", "")
 
 
-def _numbered(lines: DataFrame) -> DataFrame:
-    """``lines`` (rows of files with ``_file`` and ``_start``, the file and start of the split
-    each was read from; no row dropped) with their 1-based ``line_number``.
-
-    Each split of a file is read by one task, so within a split the row ids are consecutive;
-    a line's number is its position in its split plus the line counts of the file's earlier
-    splits (one small aggregate, over the cached lines where the caller caches them; otherwise
-    both scans are planned together and split a file the same way, so the ids agree). Lines of several files (a folder or glob) are numbered per file.
-    No filter is pushed below the (nondeterministic) ids, so what ``lines`` computes is computed
-    once per line, however the result is filtered later.
-    """
-    if "_id" not in lines.columns:
-        lines = lines.withColumn("_id", F.monotonically_increasing_id())
-    splits = lines.groupBy("_file", "_start").agg(F.min("_id").alias("_first"),
-                                                  F.count(F.lit(1)).alias("_lines"))
-    earlier = (Window.partitionBy("_file").orderBy("_start")
-               .rowsBetween(Window.unboundedPreceding, -1))
-    offsets = splits.select("_file", "_start", (
-        F.coalesce(F.sum("_lines").over(earlier), F.lit(0)) + 1 - F.col("_first")).alias("_offset"))
-    return (lines.join(F.broadcast(offsets), ["_file", "_start"])
-                 .withColumn("line_number", F.col("_id") + F.col("_offset"))
-                 .drop("_file", "_start", "_id", "_offset"))
+def has_header_lines(source: SourceConfig) -> bool:
+    """Whether the source is text files, whose line 1 gives no row when it is a header."""
+    return source.format not in ("parquet", "bigquery")
 
 
-def line_offsets(split_lines: Iterable[Tuple[str, int, int]]) -> Dict[Tuple[str, int], int]:
+def line_offsets(split_lines: Iterable[Tuple[str, int, int]], *,
+                 header_lines: bool) -> Dict[Tuple[str, int], int]:
     """(file, split start) -> the lines of the file before that split, from the (file, split
-    start, last ``split_line``) of every split that gave a row. Only a file's line 1 (its
-    header) gives no row, so a split without rows holds no line, except a first split (start
-    0) holding only the header: a file whose first split is missing has one line before the
-    others.
+    start, last ``split_line``) of every split that gave a row. A split without rows holds no
+    line, except in text files (``header_lines``), where line 1 gives no row when it is the
+    header: a text file whose first split (start 0) gave no row has one line before the others.
 
-    >>> sorted(line_offsets([("a", 0, 3), ("a", 100, 5), ("b", 0, 2), ("a", 250, 1)]).items())
+    >>> splits = [("a", 0, 3), ("a", 100, 5), ("b", 0, 2), ("a", 250, 1)]
+    >>> sorted(line_offsets(splits, header_lines=True).items())
     [(('a', 0), 0), (('a', 100), 3), (('a', 250), 8), (('b', 0), 0)]
-    >>> line_offsets([("a", 40, 2)])
-    {('a', 40): 1}
+    >>> line_offsets([("a", 40, 2)], header_lines=True), line_offsets([("a", 1, 2)], header_lines=False)
+    ({('a', 40): 1}, {('a', 1): 0})
     """
     by_file: Dict[str, List[Tuple[int, int]]] = {}
     for file, start, last in split_lines:
         by_file.setdefault(file, []).append((start, last))
     offsets = {}
     for file, splits in by_file.items():
-        before = 0 if min(start for start, _ in splits) == 0 else 1
+        before = 1 if header_lines and min(start for start, _ in splits) > 0 else 0
         for start, last in sorted(splits):
             offsets[(file, start)] = before
             before += last
@@ -298,12 +281,14 @@ def with_line_numbers(rows: DataFrame, offsets: DataFrame) -> DataFrame:
                              if c != "split_line"])
 
 
-def number_lines(parsed: DataFrame) -> DataFrame:
+def number_lines(parsed: DataFrame, *, header_lines: bool) -> DataFrame:
     """Parsed rows with their ``line_number``: one aggregate of the split line counts, then a
-    join (cache ``parsed`` first to read the source once)."""
+    join (cache ``parsed`` first to read the source once). ``header_lines``: as for
+    ``line_offsets``."""
     counts = (parsed.groupBy("source_file", "split_start")
               .agg(F.max("split_line").alias("lines")).collect())
-    offsets = line_offsets((r.source_file, r.split_start, r.lines) for r in counts)
+    offsets = line_offsets(((r.source_file, r.split_start, r.lines) for r in counts),
+                           header_lines=header_lines)
     return with_line_numbers(parsed, offsets_table(parsed.sparkSession, offsets))
 
 
@@ -506,7 +491,7 @@ def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
                                 files.filter(simple), layout, names)
             other = pc.invert(simple)
             yield _python_batch(raw.filter(other), starts.filter(other), numbers[~mask],
-                                files.filter(other), parser, width, names)
+                                files.filter(other), parser, width)
 
     return parse
 
@@ -555,7 +540,7 @@ def _simple_batch(raw: pa.Array, starts: pa.Array, numbers: np.ndarray, files: p
 
 
 def _python_batch(raw: pa.Array, starts: pa.Array, numbers: np.ndarray, files: pa.Array,
-                  parser: formats.LineParser, width: int, names) -> pa.RecordBatch:
+                  parser: formats.LineParser, width: int) -> pa.RecordBatch:
     """Lines parsed one by one by ``formats`` (``_parse_line``): values or the reason; the
     header line at the top of a file is no row at all."""
     rows = []
@@ -566,19 +551,24 @@ def _python_batch(raw: pa.Array, starts: pa.Array, numbers: np.ndarray, files: p
                           file, start)
         if row is not None:
             rows.append(row)
-    kinds = list(_SIMPLE_TYPES) + [pa.int64(), pa.int64(), pa.string(), pa.string(), pa.string()]
+    return _rows_batch(rows, to_arrow_schema(PARSED_RATINGS_SCHEMA))
+
+
+def _rows_batch(rows: List[tuple], schema: pa.Schema) -> pa.RecordBatch:
+    """Python row tuples as one Arrow batch of ``schema``."""
     return pa.RecordBatch.from_arrays(
-        [pa.array([r[k] for r in rows], kind) for k, kind in enumerate(kinds)], names=names)
+        [pa.array([r[k] for r in rows], field.type) for k, field in enumerate(schema)],
+        schema=schema)
 
 
 def _parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str],
                  table_reader: Optional[TableReader], columns: Sequence[Optional[str]],
                  convert: Callable[[Sequence[Optional[str]]], tuple],
                  schema: StructType) -> DataFrame:
-    """Validate a typed table's rows with the same rules as text lines; ``raw`` is the row's
-    values as JSON. Parquet files: the line number is the row's position in its file (1-based)
-    and ``source_file`` the file; a BigQuery table or query: the position as read, and the
-    reference."""
+    """Validate a typed table's rows with the same rules as text lines, in one pass through
+    Arrow; ``raw`` is the row's values as JSON. Parquet files: the line number is the row's
+    position in its file (1-based) and ``source_file`` the file; a BigQuery table or query: the
+    position as read (each Spark partition, a read stream, is a split), and the reference."""
     if source.format == "parquet":
         table = spark.read.parquet(*[_hadoop_name(f) for f in files])
         label = ", ".join(files)
@@ -589,27 +579,45 @@ def _parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str]
     missing = [c for c in columns if c is not None and c not in table.columns]
     if missing:
         raise InputError(f"{label}: no column {missing[0]!r} (columns: {', '.join(table.columns)})")
-    picked = [F.col(c).cast("string") if c else F.lit(None).cast("string") for c in columns]
+    picked = [(F.col(c).cast("string") if c else F.lit(None).cast("string")).alias(f"_c{k}")
+              for k, c in enumerate(columns)]
+    if source.format == "parquet":
+        placed = table.select(*picked, F.col("_metadata.file_path").alias("_path"),
+                              F.col("_metadata.file_block_start").alias("_start"))
+        placed = placed.select(*[f"_c{k}" for k in range(len(columns))],
+                               display_file_column("_path").alias("_file"), "_start")
+    else:
+        placed = table.select(*picked, F.lit(label).alias("_file"),
+                              F.spark_partition_id().cast("long").alias("_start"))
+    return placed.mapInArrow(_arrow_table_parser(columns, convert, schema), schema)
+
+
+def _arrow_table_parser(columns: Sequence[Optional[str]],
+                        convert: Callable[[Sequence[Optional[str]]], tuple], schema: StructType):
+    """The mapInArrow function: batches of a table's mapped columns as strings (``_c0``...),
+    ``_file`` and ``_start``, to ``schema`` rows numbered within their split."""
     width = len(schema.fields) - len(_META_FIELDS)
     names = [c or "" for c in columns]
+    arrow_schema = to_arrow_schema(schema)
 
-    def parse_row(values: list, number: int, file: str) -> tuple:
+    def parse_row(values: list, start: int, number: int, file: str) -> tuple:
         # Every mapped column but the last (timestamp, genre) is required.
         raw = json.dumps(dict(zip(names, values)))
         if any(v is None for v, c in zip(values[:-1], columns[:-1]) if c is not None):
-            return (None,) * width + (0, number, raw, "NULL in a required column", file)
+            return (None,) * width + (start, number, raw, "NULL in a required column", file)
         try:
-            return convert(values) + (0, number, raw, None, file)
+            return convert(values) + (start, number, raw, None, file)
         except formats.BadRow as exc:
-            return (None,) * width + (0, number, raw, str(exc), file)
+            return (None,) * width + (start, number, raw, str(exc), file)
 
-    if source.format == "parquet":
-        rows = _numbered(table.select(
-            F.struct(*picked).alias("_v"), F.col("_metadata.file_path").alias("_file"),
-            F.col("_metadata.file_block_start").alias("_start")).withColumn(
-                "source_file", display_file_column("_file")))
-        parsed = rows.rdd.map(lambda r: parse_row(list(r._v), r.line_number, r.source_file))
-    else:
-        parsed = table.select(*picked).rdd.zipWithIndex().map(
-            lambda pair: parse_row(list(pair[0]), pair[1] + 1, label))
-    return spark.createDataFrame(parsed, schema)
+    def parse(batches):
+        seen: Dict[Tuple[str, int], int] = {}  # rows of each split read so far by this task
+        for batch in batches:
+            numbers = _split_line_numbers(batch, seen).tolist()
+            values = zip(*[batch.column(f"_c{k}").to_pylist() for k in range(len(columns))])
+            yield _rows_batch(
+                [parse_row(list(v), start, number, file) for v, start, number, file in zip(
+                    values, batch.column("_start").to_pylist(), numbers,
+                    batch.column("_file").to_pylist())], arrow_schema)
+
+    return parse
