@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 
 from recsys import schemas
 from recsys.sums import FixedPointSum, exact_sum
+from recsys.tasks import python_task
 
 
 # Relative rank accuracy of the approximate quantiles that bound the median: about
@@ -91,6 +92,7 @@ def _arrow_pass(scored: DataFrame, bounds):
 def _partials(low: float, high: float):
     """The mapInArrow function: one row per task with its exact partial sums (JSON) and its
     part of the median's count and middle values."""
+    @python_task
     def partial(batches):
         sums = {name: FixedPointSum() for name in SUMS}
         below, middle = 0, []

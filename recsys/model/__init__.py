@@ -54,6 +54,7 @@ from recsys.model import bqml_als, ids, prediction
 from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
 from recsys.errors import InputError
 from recsys.sums import exact_avg, exact_sum
+from recsys.tasks import python_task
 
 METADATA_DIR = "metadata"
 USERS_DIR, ITEMS_DIR = "users", "items"
@@ -251,6 +252,7 @@ def score_pairs(model: TrainedModel, pairs: DataFrame, pred_col: str) -> DataFra
     names, global_intercept = [f.name for f in fields], model.global_intercept
     shared = pairs.sparkSession.sparkContext.broadcast(sides)
 
+    @python_task
     def score(batches):
         (user_ids, user_b, user_f), (item_ids, item_b, item_f) = shared.value
         for batch in batches:
@@ -317,6 +319,7 @@ def _score_pairs_joined(model: TrainedModel, pairs: DataFrame, pred_col: str) ->
     out_schema = T.StructType(kept + [T.StructField(pred_col, T.DoubleType(), True)])
     names, rank, global_intercept = [f.name for f in kept], model.rank, model.global_intercept
 
+    @python_task
     def score(batches):
         for batch in batches:
             column = batch.schema.get_field_index

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import math
 import pickle
-import sys
 import time
-import zipimport
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -46,6 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from recsys.model.normal_equations import RowBlock, Solved, design_and_offset, initial_factors
+from recsys.tasks import forget_zip_importers
 
 # Input columns: dense row indices of both sides, the value to fit (rating - mu), the evaluation
 # flag (a split's held-out rows: scored, never fitted) and the user id's hash (starting factors).
@@ -167,27 +166,12 @@ def _block_solver(p: SolverParams):
     ridge, rank, alpha = p.ridge(), p.rank, p.wals_alpha
 
     def solve_block(block: RowBlock, fixed: np.ndarray, gram: Optional[np.ndarray]) -> Solved:
-        _forget_zip_importers()
+        forget_zip_importers()
         design, offset = design_and_offset(fixed, rank, intercepts=alpha is None)
         return block.solve(design, offset, ridge, gram=gram if alpha is not None else None,
                            alpha=alpha)
 
     return solve_block
-
-
-def _forget_zip_importers() -> None:
-    """Drop the zip importers from this Python worker's import cache (task side).
-
-    PySpark's worker calls ``importlib.invalidate_caches()`` before every task, and on Python 3.11
-    every ``zipimporter`` in ``sys.path_importer_cache`` then rereads its archive's whole
-    directory. A warm worker holds one per package it imported from ``pyspark.zip`` (16 after a
-    half-step), and rereading them took ~0.2 s of every task on 2 loaded cores (a do-nothing
-    Python job: 0.34 s, 0.12 s without them), as much as a half-step's solve. A dropped entry is
-    rebuilt by the next import from that archive, from zipimport's directory cache (no reread);
-    imported modules are untouched. So only that per-task cost changes, never a result."""
-    for path, finder in list(sys.path_importer_cache.items()):
-        if isinstance(finder, zipimport.zipimporter):
-            del sys.path_importer_cache[path]
 
 
 def _part(solved: Solved, implicit: bool) -> Tuple:
@@ -262,7 +246,7 @@ def _both_blocks(ratings: DataFrame, num_blocks: int) -> Tuple[RDD, RDD]:
     names = [USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH]
 
     def pieces(batches: Iterator) -> Iterator:
-        _forget_zip_importers()
+        forget_zip_importers()
         parts = [[] for _ in names]
         for batch in batches:
             for k, name in enumerate(names):
@@ -302,7 +286,7 @@ def _side_blocks(pieces: RDD, side: int, num_blocks: int) -> RDD:
     (persisted and counted)."""
 
     def build(items: Iterator) -> Iterator:
-        _forget_zip_importers()
+        forget_zip_importers()
         grouped: Dict[int, list] = {}
         for block, payload in items:
             grouped.setdefault(block, []).append(pickle.loads(payload))
@@ -414,7 +398,7 @@ def _messages(states: RDD, fixed_blocks: RDD) -> RDD:
     """(target block, (row ids, states)) pieces of every fixed block's states."""
 
     def send(items: Iterator) -> Iterator:
-        _forget_zip_importers()
+        forget_zip_importers()
         block, solved = None, None
         for key, value in items:
             if isinstance(value, RowBlock):

@@ -30,6 +30,7 @@ from recsys.model import prediction
 from recsys import schemas
 from recsys.errors import InputError
 from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, score_pairs
+from recsys.tasks import python_task
 
 # Rows of the all-pairs ML.RECOMMEND table per partition (and so per written file).
 PAIRS_PER_PARTITION = 4_000_000
@@ -100,6 +101,7 @@ def _cross(model: TrainedModel, own: DataFrame, which: str, pred_col: str) -> Da
     other_type = other_table.schema[other_col].dataType
     own_is_user = which == "user"
 
+    @python_task
     def score(batches):
         ids_, bias_, factors_ = shared.value
         other_array = pa.array(ids_, type=_arrow_type(other_type))
@@ -236,6 +238,7 @@ def ranked_top_k(model: TrainedModel, *, k: int, users: Optional[DataFrame] = No
                              StructField("_rank", IntegerType(), False)])
     global_intercept = float(model.global_intercept)
 
+    @python_task
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         ids_, bias_, factors_ = shared.value
         for batch in batches:

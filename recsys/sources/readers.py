@@ -35,6 +35,7 @@ from recsys.schemas import _META_FIELDS, PARSED_MOVIES_SCHEMA, PARSED_RATINGS_SC
 from recsys.sources import download, formats
 from recsys.config import SourceConfig
 from recsys.errors import InputError
+from recsys.tasks import python_task
 
 
 @dataclass(frozen=True)
@@ -475,6 +476,7 @@ def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
     width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
     names = PARSED_RATINGS_SCHEMA.fieldNames()
 
+    @python_task
     def parse(batches):
         seen: Dict[Tuple[str, int], int] = {}  # lines of each split read so far by this task
         for batch in batches:
@@ -610,6 +612,7 @@ def _arrow_table_parser(columns: Sequence[Optional[str]],
         except formats.BadRow as exc:
             return (None,) * width + (start, number, raw, str(exc), file)
 
+    @python_task
     def parse(batches):
         seen: Dict[Tuple[str, int], int] = {}  # rows of each split read so far by this task
         for batch in batches:
