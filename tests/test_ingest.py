@@ -7,7 +7,7 @@ from recsys import schemas
 from recsys.config import load_config
 from recsys.errors import InputError
 from recsys.runner.pipeline import run_ingest
-from recsys.sources import ingest
+from recsys.sources import ingest, readers
 from recsys.sinks import LocalWarehouse
 
 pytestmark = pytest.mark.spark
@@ -226,3 +226,18 @@ def test_ingest_reads_the_ratings_file_once(spark, tmp_path, splits):
         assert read == size, f"read {read} bytes of a {size}-byte file"
     else:
         assert size <= read <= size + splits * 65536, f"read {read} bytes of a {size}-byte file"
+
+
+def test_the_duplicate_rule_shuffles_the_rows_once(spark, tmp_path):
+    """Ranking each (user, item) pair's rows is one exchange of the rows: every window column
+    shares one partitioning (an expression as the window key is aliased anew for each window
+    column, and Spark shuffled and sorted 1 M rows four times)."""
+    path = write_lines(tmp_path / "ratings.dat", [(b"1::1::5::1", None), (b"1::1::4::2", None)])
+    cfg = config(tmp_path, path)
+    files = readers.resolve_files(cfg.source, spark)
+    classified = ingest.classify_ratings(
+        readers.read_ratings(spark, cfg.source, files.ratings), cfg.ingest)
+    plan = classified._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange hashpartitioning") == 1, plan
+    assert [r.reason for r in classified.orderBy("split_line").collect()] == [
+        "duplicate (user_id, item_id) pair: {kept} is kept (latest timestamp)", None]

@@ -97,15 +97,20 @@ def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str) -
     file), kept in ``_KEPT_COLUMNS``. Rows already rejected are ranked apart and keep their
     reason: one window over all rows, so the source is computed once (a union of the good and
     the bad rows would compute it once for each)."""
-    good = F.col("reason").isNull()
-    window = Window.partitionBy(*keys, good).orderBy(*order)
-    duplicate = good & (F.row_number().over(window) > 1)
-    ranked = rows.withColumn("_duplicate", duplicate)
-    for column, of in zip(_KEPT_COLUMNS, ("source_file", "split_start", "split_line")):
-        ranked = ranked.withColumn(column, F.when(F.col("_duplicate"), F.first(of).over(window)))
-    return ranked.withColumn("reason", F.when(
-        F.col("_duplicate"), F.lit(f"{what}: {_KEPT} is kept{why}")).otherwise(F.col("reason"))
-    ).drop("_duplicate")
+    # The window keys on a column, not on the expression: each use of an expression key is
+    # aliased anew, and Spark would shuffle and sort the rows again for every window column.
+    columns = rows.columns
+    rows = rows.withColumn("_good", F.col("reason").isNull())
+    window = (Window.partitionBy(*keys, "_good").orderBy(*order)
+              .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    duplicate = F.col("_good") & (F.row_number().over(window) > 1)
+    ranked = rows.select("*", duplicate.alias("_duplicate"), *[
+        F.first(of).over(window).alias(column)
+        for column, of in zip(_KEPT_COLUMNS, ("source_file", "split_start", "split_line"))])
+    reason = F.when(F.col("_duplicate"), F.lit(f"{what}: {_KEPT} is kept{why}")).otherwise(
+        F.col("reason")).alias("reason")
+    return ranked.select(*[reason if c == "reason" else c for c in columns],
+                         *[F.when(F.col("_duplicate"), F.col(c)).alias(c) for c in _KEPT_COLUMNS])
 
 
 def ratings_table(classified: DataFrame) -> DataFrame:
@@ -124,15 +129,11 @@ def movies_table(classified: DataFrame) -> DataFrame:
     return kept.select("movie_id", "movie_title", "genre").orderBy("movie_id")
 
 
-def rejected_table(classified: DataFrame, offsets: DataFrame) -> DataFrame:
+def rejected_table(classified: DataFrame, offsets: dict) -> DataFrame:
     """Rejected rows in REJECTED_SCHEMA, in file and line order; each names its own file, and a
-    duplicate the line kept. ``offsets``: ``readers.offsets_table`` of the source's splits."""
+    duplicate the line kept. ``offsets``: ``readers.line_offsets`` of the source's splits."""
     bad = readers.with_line_numbers(classified.where(F.col("reason").isNotNull()), offsets)
-    kept_offsets = offsets.select(F.col("source_file").alias("_kept_file"),
-                                  F.col("split_start").alias("_kept_start"),
-                                  F.col("line_offset").alias("_kept_offset"))
-    bad = bad.join(F.broadcast(kept_offsets), ["_kept_file", "_kept_start"], "left")
-    kept_line = F.col("_kept_line") + F.coalesce(F.col("_kept_offset"), F.lit(0))
+    kept_line = F.col("_kept_line") + readers.line_offset(offsets, "_kept_file", "_kept_start")
     same_file = F.col("_kept_file") == F.col("source_file")
     kept = F.when(same_file, F.format_string("line %d", kept_line)).otherwise(
         F.format_string("line %d of %s", kept_line, F.col("_kept_file")))
@@ -191,13 +192,12 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
         readers.read_ratings(spark, source, files.ratings, table_reader), ingest_cfg)
     classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
     header_lines = readers.has_header_lines(source)
-    ratings_rejected, ratings_stats = _rejects(spark, classified, files.ratings_label,
-                                               header_lines)
+    ratings_rejected, ratings_stats = _rejects(classified, files.ratings_label, header_lines)
     movies = movies_rejected = movies_stats = None
     if files.movies is not None:
         movies_classified = classify_movies(
             readers.read_movies(spark, source, files.movies, table_reader)).cache()
-        movies_rejected, movies_stats = _rejects(spark, movies_classified, files.movies_label,
+        movies_rejected, movies_stats = _rejects(movies_classified, files.movies_label,
                                                  header_lines)
         movies = movies_table(movies_classified)
     return IngestResult(
@@ -210,10 +210,10 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
     )
 
 
-def _rejects(spark, classified: DataFrame, label: str, header_lines: bool):
+def _rejects(classified: DataFrame, label: str, header_lines: bool):
     """The rejected table and the counts of cached classified rows (one aggregate over them)."""
     splits = split_summary(classified)
     offsets = readers.line_offsets(((r["source_file"], r["split_start"], r["lines"])
                                     for r in splits), header_lines=header_lines)
-    rejected = rejected_table(classified, readers.offsets_table(spark, offsets))
+    rejected = rejected_table(classified, offsets)
     return rejected, reject_stats(splits, rejected, label)

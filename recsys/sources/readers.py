@@ -267,19 +267,25 @@ def line_offsets(split_lines: Iterable[Tuple[str, int, int]], *,
     return offsets
 
 
-def offsets_table(spark: SparkSession, offsets: Dict[Tuple[str, int], int]) -> DataFrame:
-    """``line_offsets`` as a small table (``source_file``, ``split_start``, ``line_offset``)."""
-    return spark.createDataFrame([(f, s, o) for (f, s), o in sorted(offsets.items())],
-                                 "source_file string, split_start long, line_offset long")
+def line_offset(offsets: Dict[Tuple[str, int], int], file: str = "source_file",
+                start: str = "split_start") -> Column:
+    """The lines before a row's split (``line_offsets``), looked up by columns ``file`` and
+    ``start`` in a map literal: no join, and no job to build a table of the offsets."""
+    if not offsets:
+        return F.lit(0).cast("long")
+    pairs = []
+    for (name, split_start), before in sorted(offsets.items()):
+        pairs += [F.lit(f"{split_start}:{name}"), F.lit(before).cast("long")]
+    key = F.concat(F.col(start).cast("string"), F.lit(":"), F.col(file))
+    return F.coalesce(F.element_at(F.create_map(*pairs), key), F.lit(0).cast("long"))
 
 
-def with_line_numbers(rows: DataFrame, offsets: DataFrame) -> DataFrame:
+def with_line_numbers(rows: DataFrame, offsets: Dict[Tuple[str, int], int]) -> DataFrame:
     """Parsed ``rows`` with ``line_number`` (the line in its file) in place of ``split_start``
-    and ``split_line``; ``offsets`` is an ``offsets_table`` covering their splits."""
-    numbered = rows.join(F.broadcast(offsets), ["source_file", "split_start"], "left")
-    line = (F.col("split_line") + F.coalesce(F.col("line_offset"), F.lit(0))).alias("line_number")
-    return numbered.select(*[line if c == "split_start" else F.col(c) for c in rows.columns
-                             if c != "split_line"])
+    and ``split_line``; ``offsets``: ``line_offsets`` of their splits."""
+    line = (F.col("split_line") + line_offset(offsets)).alias("line_number")
+    return rows.select(*[line if c == "split_start" else F.col(c) for c in rows.columns
+                         if c != "split_line"])
 
 
 def number_lines(parsed: DataFrame, *, header_lines: bool) -> DataFrame:
@@ -290,7 +296,7 @@ def number_lines(parsed: DataFrame, *, header_lines: bool) -> DataFrame:
               .agg(F.max("split_line").alias("lines")).collect())
     offsets = line_offsets(((r.source_file, r.split_start, r.lines) for r in counts),
                            header_lines=header_lines)
-    return with_line_numbers(parsed, offsets_table(parsed.sparkSession, offsets))
+    return with_line_numbers(parsed, offsets)
 
 
 def _file_contents(spark: SparkSession, files: Sequence[str]) -> List[Tuple[str, bytes]]:
