@@ -40,7 +40,9 @@ def run(launcher: str, config: str, overrides, sink: str) -> dict:
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{launcher} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
-    stages = {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(done.stderr)}
+    # spark-submit's PythonRunner merges the job's stderr (progress lines) into its stdout.
+    output = done.stderr + done.stdout
+    stages = {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(output)}
     return {"wall_s": round(wall, 2), **{f"{k}_s": v for k, v in stages.items()}}
 
 
