@@ -215,5 +215,8 @@ def _rejects(classified: DataFrame, label: str, header_lines: bool):
     splits = split_summary(classified)
     offsets = readers.line_offsets(((r["source_file"], r["split_start"], r["lines"])
                                     for r in splits), header_lines=header_lines)
-    rejected = rejected_table(classified, offsets)
+    # Without rejects the table is planned over no rows (Spark drops a FALSE filter's input), so
+    # writing it neither scans nor sorts the cached rows.
+    bad = classified if any(r["rejected"] for r in splits) else classified.where(F.lit(False))
+    rejected = rejected_table(bad, offsets)
     return rejected, reject_stats(splits, rejected, label)
