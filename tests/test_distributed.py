@@ -28,28 +28,23 @@ pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    """The shipped sample's first 60 users (real ml-latest lines)."""
-    folder = tmp_path_factory.mktemp("distributed-src")
-    with open(os.path.join(REPO, "data", "ml-latest-small", "ratings.csv")) as fh:
-        lines = [line for n, line in enumerate(fh)
-                 if n == 0 or int(line.split(",", 1)[0]) <= 60]
-    (folder / "ratings.csv").write_text("".join(lines))
-    return folder
+def source(small_source):
+    """The shipped sample's first 60 users (real ml-latest lines) and one bad line
+    (tests/conftest.py)."""
+    return small_source
 
 
 @pytest.fixture(scope="module")
-def local_tables(source, tmp_path_factory):
-    """The pipeline on local[2]: the reference every other run must reproduce."""
-    sink = tmp_path_factory.mktemp("sink-local2")
-    finish(run(job_args(source, sink, "--set", "model.max_iterations=4")), timeout=900)
-    return snapshot(sink)
+def local_tables(reference_run):
+    """The pipeline on local[2]: the reference every other run must reproduce (the session's
+    reference run, tests/conftest.py, 5 iterations; tests/test_reliability.py compares its
+    reruns with it too)."""
+    return reference_run[1]
 
 
 @pytest.mark.parametrize("master", ["local[1]", "local[4]"])
 def test_cores_do_not_change_the_tables(source, local_tables, master, tmp_path):
-    finish(run(job_args(source, tmp_path, "--set", "model.max_iterations=4",
-                        "--set", f"spark.master={master}")), timeout=900)
+    finish(run(job_args(source, tmp_path, "--set", f"spark.master={master}")), timeout=900)
     assert_same_tables(snapshot(tmp_path), local_tables)
 
 
@@ -116,7 +111,7 @@ def test_standalone_cluster_gives_the_local_tables(source, local_tables, cluster
         assert "recsys/model/bqml_als.py" in archive.namelist()
     sink = tmp_path / "sink"
     # An empty spark.master: the session takes spark-submit's --master.
-    args = job_args(source, sink, "--set", "model.max_iterations=4", "--set", "spark.master=")
+    args = job_args(source, sink, "--set", "spark.master=")
     cmd = [os.path.join(SPARK_HOME, "bin", "spark-submit"), "--master", url,
            "--py-files", str(dist / "recsys.zip"), "--conf", "spark.executor.memory=1g",
            "--conf", f"spark.pyspark.python={sys.executable}",

@@ -14,8 +14,8 @@ import sys
 import pandas as pd
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO, "data", "ml-latest-small")
+from conftest import REPO, SAMPLE, copy_warehouse
+
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 
 TABLES = ("ratings", "ratings_rejected", "movies", "movies_rejected", "training_info",
@@ -23,18 +23,6 @@ TABLES = ("ratings", "ratings_rejected", "movies", "movies_rejected", "training_
 # Wall-clock columns: the only values allowed to differ between runs.
 VOLATILE = {"training_info": ["duration_ms"]}
 DATASET = "bqml_tutorial"
-
-
-@pytest.fixture(scope="module")
-def small_source(tmp_path_factory):
-    """The shipped sample's first 60 users (real ml-latest lines), plus one bad line."""
-    folder = tmp_path_factory.mktemp("reliability-src")
-    with open(os.path.join(SAMPLE, "ratings.csv")) as fh:
-        lines = [line for n, line in enumerate(fh)
-                 if n == 0 or int(line.split(",", 1)[0]) <= 60]
-    lines.insert(7, "1,abc,4.0,964982703\n")
-    (folder / "ratings.csv").write_text("".join(lines))
-    return folder
 
 
 def job_args(source, sink, *extra):
@@ -96,15 +84,10 @@ def versions(sink, name):
     return sorted(os.listdir(os.path.join(sink, DATASET, ".versions", name)))
 
 
-@pytest.fixture(scope="module")
-def first_run(small_source, tmp_path_factory):
-    sink = tmp_path_factory.mktemp("sink-a")
-    finish(run(job_args(small_source, sink)))
-    return sink, snapshot(sink)
-
-
-def test_same_config_and_seed_give_identical_tables(first_run, small_source, tmp_path):
-    sink, expected = first_run
+def test_same_config_and_seed_give_identical_tables(reference_run, small_source, tmp_path):
+    """A second fresh run of the reference run's config (tests/conftest.py: ``small_source``,
+    ``reference_run``) writes the same tables."""
+    _, expected = reference_run
     finish(run(job_args(small_source, tmp_path)))
     got = snapshot(tmp_path)
     assert_same_tables(got, expected)
@@ -118,17 +101,20 @@ def test_same_config_and_seed_give_identical_tables(first_run, small_source, tmp
     assert got["ratings_rejected"]["line_number"].tolist() == [8]
 
 
-def test_rerun_is_idempotent(first_run, small_source):
+def test_rerun_is_idempotent(reference_run, small_source, tmp_path):
     """A rerun of the same config leaves the same tables, and keeps exactly its own and the
-    previous run's version of each table (no duplicates, nothing left over)."""
-    sink, expected = first_run
+    previous run's version of each table (no duplicates, nothing left over). The rerun writes
+    to a copy of the reference run's warehouse, which other tests read."""
+    sink = copy_warehouse(reference_run[0], tmp_path / "wh")
+    expected = reference_run[1]
+    assert len(versions(sink, "recommend")) == 1  # the copy holds the first run only
     finish(run(job_args(small_source, sink)))
     assert_same_tables(snapshot(sink), expected)
     assert len(versions(sink, "recommend")) == 2
 
 
-def test_one_failed_task_gives_the_clean_result(first_run, small_source, tmp_path):
-    sink, expected = first_run
+def test_one_failed_task_gives_the_clean_result(reference_run, small_source, tmp_path):
+    _, expected = reference_run
     marker = tmp_path / "failed-once"
     script = os.path.join(REPO, "tests", "faulty_run.py")
     config = os.path.join(REPO, "conf", "local.yaml")

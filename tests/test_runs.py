@@ -18,7 +18,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, copy_warehouse
 from test_reliability import _plain
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
@@ -113,11 +113,21 @@ def sources(tmp_path_factory):
     return source_file(folder, 14), source_file(folder, 9)
 
 
+@pytest.fixture(scope="module")
+def warehouse_of_run_a(sources, tmp_path_factory):
+    """The warehouse one successful run (source A, tests/barrier_run.py stopping nowhere) left
+    in an empty sink: the starting point of each killed-run test, which works on its own copy
+    (``copy_warehouse``) of it."""
+    sink = tmp_path_factory.mktemp("run-a")
+    finish(start(BARRIER, "-", *args(sources[0], sink)))
+    return sink
+
+
 BOUNDARIES = ("ingest", "train", "evaluate", "recommend", "manifest", "switch")
 
 
 def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_over(
-        sources, tmp_path):
+        sources, warehouse_of_run_a, tmp_path):
     """A run (source B) SIGKILLed (process group) at each stage boundary and at both steps of
     its commit leaves the dataset exactly as the last successful run (source A) left it: every
     table equal to before, ``ratings`` equal to a plain reading of A (not B), ``.current`` still
@@ -125,9 +135,7 @@ def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_ov
     killed run failed in its manifest (also the one killed after writing its manifest, whose
     switch never happened). A final released run commits B's tables together."""
     source_a, source_b = sources
-    sink = tmp_path / "wh"
-    first = start(BARRIER, "-", *args(source_a, sink))
-    finish(first)
+    sink = copy_warehouse(warehouse_of_run_a, tmp_path / "wh")
     run_a = current_run(sink)
     before = tables_of(sink)
     assert ratings_table(sink) == plain_ratings(source_a)
@@ -164,14 +172,14 @@ def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_ov
     assert set(record["tables"]) == set(TABLES) and set(record["written"]["tables"]) == set(TABLES)
 
 
-def test_killed_in_the_middle_of_a_table_write_changes_nothing(sources, tmp_path):
+def test_killed_in_the_middle_of_a_table_write_changes_nothing(sources, warehouse_of_run_a,
+                                                                tmp_path):
     """A run (source B) SIGKILLed while a task of its all-pairs ``recommend`` write is held
     (tests/barrier_run.py ``write:recommend``: the write has begun, its version folder has no
     _SUCCESS) leaves every table equal to the last successful run's (source A) and readable;
     the next run removes the partial folder and keeps its own and A's version only."""
     source_a, source_b = sources
-    sink = tmp_path / "wh"
-    finish(start(BARRIER, "-", *args(source_a, sink)))
+    sink = copy_warehouse(warehouse_of_run_a, tmp_path / "wh")
     run_a = current_run(sink)
     before = tables_of(sink)
     versions = os.path.join(sink, DATASET, ".versions", "recommend")
