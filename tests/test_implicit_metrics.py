@@ -273,3 +273,39 @@ def test_invalid_k_is_refused(spark, bad_k):
     scores = spark.createDataFrame(HAND_SCORES, SCORES_DDL)
     with pytest.raises(ValueError, match="k must be"):
         implicit_metrics(truth, scores, k=bad_k)
+
+
+# (d) the model path: the model's own scores of every item, never a table of the pairs -----------
+def test_model_scores_give_the_oracle_of_the_recommend_scores(spark):
+    """``model_implicit_metrics`` equals the oracle fed with every model item's score for each
+    truth user: a user unknown to the model (item intercepts only), a truth item unknown to the
+    model (a miss ranked last), a user whose ratings are all 0, duplicated truth rows, and items
+    with equal factors and intercepts (exact ties, broken by item id), at k None and 2."""
+    from recsys.model import TrainedModel
+    from recsys.evaluation.implicit_metrics import model_implicit_metrics
+
+    rng = np.random.default_rng(11)
+    user_f = {u: rng.normal(size=3).round(2) for u in (1, 2, 3, 4)}
+    item_f = {i: rng.normal(size=3).round(2) for i in range(10, 30)}
+    item_b = {i: round(float(rng.normal()), 2) for i in item_f}
+    for twin in (21, 22, 23):  # three items tied with item 20 for every user
+        item_f[twin], item_b[twin] = item_f[20], item_b[20]
+    side = "id long, intercept double, factors array<double>"
+    users = spark.createDataFrame([(u, 0.25 * u, f.tolist()) for u, f in user_f.items()],
+                                  side.replace("id", "user_id"))
+    items = spark.createDataFrame([(i, item_b[i], f.tolist()) for i, f in item_f.items()],
+                                  side.replace("id", "item_id"))
+    model = TrainedModel(users=users, items=items, global_intercept=0.5,
+                         options={"user_col": "user_id", "item_col": "item_id",
+                                  "num_factors": 3, "feedback_type": "implicit"}, data={})
+    truth = [(1, 20, 2.0), (1, 22, 1.0), (1, 11, 3.0), (1, 99, 4.0), (1, 11, 1.0),
+             (2, 23, 1.0), (2, 12, 0.0), (3, 13, 0.0), (9, 14, 2.0), (9, 21, 1.0),
+             (4, 10, 5.0), (4, 29, 0.5), (4, 28, 1.5)]
+    scores = [(u, i, (0.5 + 0.25 * u if u in user_f else 0.5) + item_b[i]
+               + (float(user_f[u] @ f) if u in user_f else 0.0))
+              for u in sorted({row[0] for row in truth}) for i, f in item_f.items()]
+    frame = spark.createDataFrame(truth, TRUTH_DDL)
+    for k in (None, 2):
+        got = metrics_dict(model_implicit_metrics(model, frame, k=k))
+        assert_close(got, oracle(truth, scores, k=k))
+        assert got == run(spark, truth, scores, k=k)  # the scores-table path, to the last bit

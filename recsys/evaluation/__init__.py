@@ -16,13 +16,11 @@ from recsys.model import TrainedModel, recommend
 def model_metrics_for(trained: TrainedModel, table: DataFrame,
                       col_rating: str) -> Dict[str, Optional[float]]:
     """As ``model_metrics``, given the rating column."""
-    pred_col = recommend.prediction_column(trained, col_rating)
     if trained.implicit:
-        users = table.select(trained.col_user).distinct()
-        scores = recommend.recommend(trained, users, col_rating=col_rating)
-        return implicit_metrics.metrics_dict(implicit_metrics.implicit_metrics(
-            table, scores, col_user=trained.col_user, col_item=trained.col_item,
-            col_rating=col_rating, col_prediction=pred_col))
+        # Each truth user ranks every model item, scored block by block: no table of the pairs.
+        return implicit_metrics.metrics_dict(implicit_metrics.model_implicit_metrics(
+            trained, table, col_rating=col_rating))
+    pred_col = recommend.prediction_column(trained, col_rating)
     scored = model.score_pairs(trained, table, pred_col)
     return metrics.metrics_dict(metrics.regression_metrics(
         scored, col_rating=col_rating, col_prediction=pred_col))

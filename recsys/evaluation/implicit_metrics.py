@@ -50,18 +50,37 @@ improve its metrics by scoring less. Such pairs are left out of mean_squared_err
 prediction to compare). Users whose truth rows all have r <= 0 have no relevant item and are
 left out of MAP/NDCG. ``implicit_coverage`` counts all of these. With no relevant pair at all
 the ranking metrics are NULL, never NaN.
+
+How they are computed
+---------------------
+One user at a time, in NumPy (``user_metrics``), never as a table of every user x item pair:
+the training-time ML.EVALUATE of an implicit model ranks every item for every user (22 M pairs
+at ML-1M shape), and windows or joins over such a table run out of memory. A position is a
+count, 1 + #{scored items ahead of it}, found for the relevant items alone with one binary
+search of the user's scores into theirs: no user's list is sorted. ``model_implicit_metrics``
+scores a block of users against the broadcast item side in each task (memory grows with users
++ items); ``implicit_metrics`` takes a given scores table, one user's rows at a time (cogroup).
+The per-user values are then added with ``recsys.sums``'s exact sums, so the metrics are the
+same to the last bit on any number of cores.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import math
+from typing import Dict, Iterator, Optional, Tuple
 
-from pyspark.sql import DataFrame, Window
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType
 
-from recsys import schemas
+from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, prediction
+from recsys.model.recommend import local_side, prediction_column
 from recsys.schemas import IMPLICIT_METRICS
+from recsys.sums import exact_avg, exact_sum
+from recsys.tasks import forget_zip_importers, python_task
 
 COVERAGE_COLUMNS = (
     "evaluated_users",          # users with at least one relevant item (r > 0)
@@ -73,6 +92,9 @@ COVERAGE_COLUMNS = (
 
 # Internal column names, prefixed so they cannot collide with the caller's names.
 _U, _I, _R, _S = "__user", "__item", "__rating", "__score"
+# One row per truth user: its share of each metric (NULL ranking values without relevant items).
+_USER_SCHEMA = ("sq_err double, scored long, ap double, ndcg double, weighted_rank double, "
+                "rating_sum double")
 
 
 def _check_k(k: Optional[int]) -> None:
@@ -80,19 +102,101 @@ def _check_k(k: Optional[int]) -> None:
         raise ValueError(f"k must be a positive integer or None, got {k!r}")
 
 
-def _prepared(truth: DataFrame, scores: DataFrame, col_user: str, col_item: str,
-              col_rating: str, col_prediction: str):
-    """(truth per pair, usable scores of truth users): renamed, deduplicated, typed."""
-    truth_pairs = (truth.select(F.col(col_user).alias(_U), F.col(col_item).alias(_I),
-                                F.col(col_rating).cast("double").alias(_R))
-                   .groupBy(_U, _I).agg(F.sum(_R).alias(_R)))
+def user_metrics(scores: np.ndarray, relevant_at: np.ndarray, relevant_ratings: np.ndarray,
+                 missing_ratings: np.ndarray, k: Optional[int] = None
+                 ) -> Tuple[float, int, Optional[float], Optional[float], Optional[float],
+                            Optional[float]]:
+    """One user's share of the four metrics (definitions: module docstring).
+
+    ``scores``: the user's candidate items in item id order (NaN: unscored), so that equal
+    scores rank by position; ``relevant_at``: positions of the relevant items (r > 0) among the
+    candidates, ``relevant_ratings`` their ratings; ``missing_ratings``: ratings of relevant
+    items that are not candidates. Returns (sum of squared errors, scored pairs, AP, NDCG,
+    sum of r * percentile, sum of r); the last four are None without a relevant item.
+
+    >>> user_metrics(np.array([0.9, 0.8, 0.7, 0.2]), np.array([0, 2]), np.array([1.0, 3.0]),
+    ...              np.array([]))[2:]  # AP 5/6, NDCG 2.5 / (3 + 1/log2(3)), 0 + 3 * 2/3, 4
+    (0.8333333333333333, 0.6885288809404666, 2.0, 4.0)
+    """
+    scored = ~np.isnan(scores)
+    n_scored = int(np.count_nonzero(scored))
+    preference = np.zeros(len(scores))
+    preference[relevant_at] = 1.0
+    sq_err = float(np.sum(np.square(preference - scores)[scored]))
+    n_relevant = len(relevant_at) + len(missing_ratings)
+    if n_relevant == 0:
+        return sq_err, n_scored, None, None, None, None
+    hit = scored[relevant_at]  # a relevant candidate with a NaN score is a miss too
+    at, gains = relevant_at[hit], relevant_ratings[hit]
+    misses = np.concatenate([missing_ratings, relevant_ratings[~hit]])
+    pos = _positions(scores[scored], np.cumsum(scored)[at] - 1)
+    order = np.argsort(pos)
+    pos, gains = pos[order], gains[order]
+    hits = np.arange(1, len(pos) + 1)
+    top = pos <= (k if k is not None else len(scores))
+    ap = float(np.sum(hits[top] / pos[top])) / (n_relevant if k is None else min(k, n_relevant))
+    dcg = float(np.sum(gains[top] / np.log2(pos[top] + 1.0)))
+    ideal = np.sort(np.concatenate([gains, misses]))[::-1][:k]
+    idcg = float(np.sum(ideal / np.log2(np.arange(2, len(ideal) + 2))))
+    percentile = (pos - 1) / max(n_scored - 1, 1)
+    weighted_rank = float(np.sum(gains * percentile) + np.sum(misses))
+    rating_sum = float(np.sum(gains) + np.sum(misses))
+    return sq_err, n_scored, ap, dcg / idcg, weighted_rank, rating_sum
+
+
+def _positions(scores: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """1-based positions of ``scores[at]`` in the order score DESC, then position ASC:
+    1 + the scores above it + the equal scores before it, found by one binary search of every
+    score into the few sorted ``scores[at]`` (no sort of the whole list)."""
+    targets = scores[at]
+    by_value = np.argsort(targets, kind="stable")
+    ordered = targets[by_value]
+    below = np.searchsorted(ordered, scores, "left")   # targets strictly below each score
+    upto = np.searchsorted(ordered, scores, "right")   # targets below or equal
+    # scores above the j-th smallest target: those with more than j targets strictly below
+    above = len(scores) - np.cumsum(np.bincount(below, minlength=len(at) + 1))[:len(at)]
+    position = np.empty(len(at), dtype=np.int64)
+    position[by_value] = above
+    # Equal scores: only the scores equal to some target (the targets themselves among them).
+    tied = np.flatnonzero(upto > below)
+    tied_order = np.lexsort((tied, scores[tied]))
+    tied_values = scores[tied][tied_order]
+    rank_in_ties = np.empty(len(tied), dtype=np.int64)
+    rank_in_ties[tied_order] = np.arange(len(tied))
+    own = rank_in_ties[np.searchsorted(tied, at)]
+    before = own - np.searchsorted(tied_values, targets, "left")
+    return position + before + 1
+
+
+def _metrics_row(per_user: DataFrame) -> DataFrame:
+    """The one-row metrics table (IMPLICIT_METRICS) from the per-user rows, with exact sums."""
+    row = per_user.agg(
+        exact_avg(F.col("ap")).alias("mean_average_precision"),
+        # No scored pair at all: NULL (a plain division by 0 fails under ANSI mode).
+        F.when(F.sum("scored") > 0, exact_sum(F.col("sq_err")) / F.sum("scored"))
+        .alias("mean_squared_error"),
+        exact_avg(F.col("ndcg")).alias("normalized_discounted_cumulative_gain"),
+        (exact_sum(F.col("weighted_rank")) / exact_sum(F.col("rating_sum")))
+        .alias("average_rank"))
+    return row.select(*[F.col(name).cast("double").alias(name) for name in IMPLICIT_METRICS])
+
+
+def _truth_pairs(truth: DataFrame, col_user: str, col_item: str, col_rating: str) -> DataFrame:
+    """Truth renamed and summed per (user, item): duplicate interactions accumulate."""
+    return (truth.select(F.col(col_user).alias(_U), F.col(col_item).alias(_I),
+                         F.col(col_rating).cast("double").alias(_R))
+            .groupBy(_U, _I).agg(F.sum(_R).alias(_R)))
+
+
+def _usable_scores(scores: DataFrame, truth_pairs: DataFrame, col_user: str, col_item: str,
+                   col_prediction: str) -> DataFrame:
+    """The usable scores of truth users, one per pair (the highest)."""
     score = F.col(col_prediction).cast("double")
-    usable = (scores.select(F.col(col_user).alias(_U), F.col(col_item).alias(_I), score.alias(_S))
-              # NULL/NaN scores (ALS cold start) are "unscored": NaN would sort first in DESC.
-              .where(F.col(_S).isNotNull() & ~F.isnan(_S))
-              .groupBy(_U, _I).agg(F.max(_S).alias(_S))
-              .join(truth_pairs.select(_U).distinct(), _U, "left_semi"))
-    return truth_pairs, usable
+    return (scores.select(F.col(col_user).alias(_U), F.col(col_item).alias(_I), score.alias(_S))
+            # NULL/NaN scores (ALS cold start) are "unscored": NaN would sort first in DESC.
+            .where(F.col(_S).isNotNull() & ~F.isnan(_S))
+            .groupBy(_U, _I).agg(F.max(_S).alias(_S))
+            .join(truth_pairs.select(_U).distinct(), _U, "left_semi"))
 
 
 def implicit_metrics(truth: DataFrame, scores: DataFrame, *, col_user: str = "user_id",
@@ -104,47 +208,95 @@ def implicit_metrics(truth: DataFrame, scores: DataFrame, *, col_user: str = "us
     ``truth``: observed (user, item, rating) of the evaluation set; ``scores``: predicted
     confidence for the candidate (user, item) pairs, typically every item for each truth user.
     ``k`` truncates MAP and NDCG to the top k positions; None ranks the whole list.
+    A model's own scores need no table: ``model_implicit_metrics``.
     """
     _check_k(k)
-    truth_pairs, usable = _prepared(truth, scores, col_user, col_item, col_rating, col_prediction)
+    truth_pairs = _truth_pairs(truth, col_user, col_item, col_rating)
+    usable = _usable_scores(scores, truth_pairs, col_user, col_item, col_prediction)
 
-    by_score = Window.partitionBy(_U).orderBy(*schemas.topk_order(_S, _I))
-    ranked = (usable.withColumn("pos", F.row_number().over(by_score))
-              .withColumn("n", F.count(F.lit(1)).over(Window.partitionBy(_U))))
+    def one_user(truth_rows: pd.DataFrame, score_rows: pd.DataFrame) -> pd.DataFrame:
+        forget_zip_importers()
+        if truth_rows.empty:  # a scored user absent from truth (left out by the semi-join)
+            return _user_batch([]).to_pandas()
+        score_rows = score_rows.sort_values(_I, kind="stable")
+        candidates = score_rows[_I].to_numpy()
+        relevant = truth_rows[truth_rows[_R] > 0]
+        at = _matching(candidates, relevant[_I].to_numpy())
+        ratings = relevant[_R].to_numpy(dtype=float)
+        found = at >= 0
+        return _user_batch([user_metrics(score_rows[_S].to_numpy(dtype=float), at[found],
+                                         ratings[found], ratings[~found], k)]).to_pandas()
 
-    # MSE over every scored pair of a truth user, against the 0/1 preference.
-    preference = F.when(F.col(_R) > 0, 1.0).otherwise(0.0)
-    mse = (ranked.join(truth_pairs, [_U, _I], "left")
-           .agg(F.avg(F.pow(preference - F.col(_S), 2)).alias("mean_squared_error")))
+    per_user = (truth_pairs.groupBy(_U).cogroup(usable.groupBy(_U))
+                .applyInPandas(one_user, _USER_SCHEMA))
+    return _metrics_row(per_user)
 
-    relevant = (truth_pairs.where(F.col(_R) > 0)
-                .join(ranked.select(_U, _I, "pos", "n"), [_U, _I], "left"))
-    # Unscored items sort last, so the running hit count only sees scored relevant items.
-    hits = F.row_number().over(Window.partitionBy(_U).orderBy(F.col("pos").asc_nulls_last()))
-    ideal_pos = F.row_number().over(
-        Window.partitionBy(_U).orderBy(F.col(_R).desc(), F.col(_I).asc()))
-    pos = F.col("pos")
-    in_top = pos.isNotNull() if k is None else pos <= k
-    ideal_in_top = F.lit(True) if k is None else F.col("ideal_pos") <= k
-    percentile = F.coalesce((pos - 1) / F.greatest(F.col("n") - 1, F.lit(1)), F.lit(1.0))
 
-    per_user = (relevant.withColumn("hits", hits).withColumn("ideal_pos", ideal_pos)
-                .groupBy(_U).agg(
-                    F.sum(F.when(in_top, F.col("hits") / pos).otherwise(0.0)).alias("ap_sum"),
-                    F.count(F.lit(1)).alias("n_relevant"),
-                    F.sum(F.when(in_top, F.col(_R) / F.log2(pos + 1)).otherwise(0.0)).alias("dcg"),
-                    F.sum(F.when(ideal_in_top, F.col(_R) / F.log2(F.col("ideal_pos") + 1))
-                          .otherwise(0.0)).alias("idcg"),
-                    F.sum(F.col(_R) * percentile).alias("weighted_rank"),
-                    F.sum(_R).alias("rating_sum")))
-    ap_denominator = F.col("n_relevant") if k is None else F.least(F.col("n_relevant"), F.lit(k))
-    ranking = per_user.agg(
-        F.avg(F.col("ap_sum") / ap_denominator).alias("mean_average_precision"),
-        F.avg(F.col("dcg") / F.col("idcg")).alias("normalized_discounted_cumulative_gain"),
-        (F.sum("weighted_rank") / F.sum("rating_sum")).alias("average_rank"))
+def model_implicit_metrics(model: TrainedModel, truth: DataFrame, *, col_rating: str = "rating",
+                           k: Optional[int] = None) -> DataFrame:
+    """``implicit_metrics`` of ``model``'s scores of every model item for each truth user (the
+    scores ML.RECOMMEND gives them; a user unknown to the model gets the item intercepts), without
+    a table of those pairs: the item side is broadcast and each task scores its block of users
+    against it (``recsys.model.prediction``'s formula), one user's row of scores at a time."""
+    _check_k(k)
+    col_user, col_item = model.col_user, model.col_item
+    truth = cast_ids(truth.select(col_user, col_item, col_rating), model)
+    truth_pairs = _truth_pairs(truth, col_user, col_item, col_rating)
+    per_user_truth = truth_pairs.groupBy(_U).agg(
+        F.collect_list(F.when(F.col(_R) > 0, F.col(_I))).alias("_items"),
+        F.collect_list(F.when(F.col(_R) > 0, F.col(_R))).alias("_ratings"))
+    users = (per_user_truth.join(model.users.select(F.col(col_user).alias(_U), INTERCEPT, FACTORS),
+                                 _U, "left")
+             .select("_items", "_ratings", INTERCEPT, FACTORS))
+    spark = model.users.sparkSession
+    users = users.repartition(max(spark.sparkContext.defaultParallelism, 1))
+    shared = spark.sparkContext.broadcast(local_side(model.items, col_item, model.rank))
+    rank, global_intercept = model.rank, float(model.global_intercept)
 
-    return ranking.crossJoin(mse).select(
-        *[F.col(name).cast("double").alias(name) for name in IMPLICIT_METRICS])
+    @python_task
+    def per_user(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        item_ids, item_bias, item_factors = shared.value
+        for batch in batches:
+            column = batch.schema.get_field_index
+            base = global_intercept + prediction.arrow_bias(batch.column(column(INTERCEPT)))
+            user_factors = prediction.arrow_factors(batch.column(column(FACTORS)), rank)
+            items = batch.column(column("_items")).to_pylist()
+            ratings = batch.column(column("_ratings")).to_pylist()
+            rows = []
+            for start, stop in prediction.cross_blocks(len(base), len(item_ids)):
+                block = prediction.cross_scores(base[start:stop], item_bias,
+                                                user_factors[start:stop], item_factors)
+                for row in range(start, stop):
+                    at = _matching(item_ids, items[row])
+                    gains = np.asarray(ratings[row], dtype=float)
+                    found = at >= 0
+                    rows.append(user_metrics(block[row - start], at[found], gains[found],
+                                             gains[~found], k))
+            yield _user_batch(rows)
+
+    return _metrics_row(users.mapInArrow(per_user, _USER_SCHEMA))
+
+
+_USER_FIELDS = [("sq_err", pa.float64()), ("scored", pa.int64()), ("ap", pa.float64()),
+                ("ndcg", pa.float64()), ("weighted_rank", pa.float64()),
+                ("rating_sum", pa.float64())]
+
+
+def _user_batch(rows) -> pa.RecordBatch:
+    """``user_metrics`` results as a batch of ``_USER_SCHEMA`` rows (None -> NULL)."""
+    columns = list(zip(*rows)) if rows else [[] for _ in _USER_FIELDS]
+    return pa.RecordBatch.from_arrays(
+        [pa.array(list(values), type) for values, (_, type) in zip(columns, _USER_FIELDS)],
+        names=[name for name, _ in _USER_FIELDS])
+
+
+def _matching(sorted_ids: np.ndarray, wanted) -> np.ndarray:
+    """Each wanted id's position in ``sorted_ids``, -1 where absent."""
+    wanted = np.asarray(wanted, dtype=sorted_ids.dtype if len(sorted_ids) else None)
+    if not len(sorted_ids) or not len(wanted):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == wanted, pos, -1).astype(np.int64)
 
 
 def implicit_coverage(truth: DataFrame, scores: DataFrame, *, col_user: str = "user_id",
@@ -152,7 +304,8 @@ def implicit_coverage(truth: DataFrame, scores: DataFrame, *, col_user: str = "u
                       col_prediction: str = "predicted_rating_confidence") -> DataFrame:
     """One-row DataFrame of counts (COVERAGE_COLUMNS) of what ``implicit_metrics`` ranked,
     skipped, or counted as a miss."""
-    truth_pairs, usable = _prepared(truth, scores, col_user, col_item, col_rating, col_prediction)
+    truth_pairs = _truth_pairs(truth, col_user, col_item, col_rating)
+    usable = _usable_scores(scores, truth_pairs, col_user, col_item, col_prediction)
     scored_users = usable.select(_U).distinct().withColumn("has_scores", F.lit(True))
     relevant = (truth_pairs.withColumn("is_relevant", F.col(_R) > 0)
                 .join(usable.select(_U, _I, F.lit(True).alias("scored")), [_U, _I], "left"))

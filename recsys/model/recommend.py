@@ -77,8 +77,9 @@ def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
     return _cross(model, own, which, pred_col)
 
 
-def _local_side(table: DataFrame, id_col: str, rank: int):
-    """A side table collected for broadcasting: ids (sorted), intercepts, factors (n, rank)."""
+def local_side(table: DataFrame, id_col: str, rank: int):
+    """A side table collected for broadcasting: ids (sorted), intercepts, factors (n, rank),
+    with 0 for a NULL intercept and zeros for NULL factors."""
     local = table.select(id_col, INTERCEPT, FACTORS).toPandas()
     local = local.sort_values(id_col, kind="stable").reset_index(drop=True)
     factors = np.array([f if f is not None else [0.0] * rank for f in local[FACTORS]],
@@ -92,7 +93,7 @@ def _cross(model: TrainedModel, own: DataFrame, which: str, pred_col: str) -> Da
     col_user, col_item = model.col_user, model.col_item
     own_col, other_col = (col_user, col_item) if which == "user" else (col_item, col_user)
     other_table = model.items if which == "user" else model.users
-    other_ids, other_bias, other_factors = _local_side(other_table, other_col, model.rank)
+    other_ids, other_bias, other_factors = local_side(other_table, other_col, model.rank)
     spark = model.users.sparkSession
     shared = spark.sparkContext.broadcast((other_ids, other_bias, other_factors))
     schema = T.StructType([T.StructField(pred_col, T.DoubleType(), True),
@@ -215,7 +216,7 @@ def ranked_top_k(model: TrainedModel, *, k: int, users: Optional[DataFrame] = No
     item_table = model.items
     if items is not None:
         item_table = item_table.join(cast_ids(items, model).select(col_item).distinct(), col_item)
-    item_ids, item_bias, item_factors = _local_side(item_table, col_item, model.rank)
+    item_ids, item_bias, item_factors = local_side(item_table, col_item, model.rank)
     spark = model.users.sparkSession
     shared = spark.sparkContext.broadcast((item_ids, item_bias, item_factors))
 
