@@ -41,7 +41,7 @@ def test_all_pairs_reproduce_the_exact_matrix(exact_model):
 def test_pairs_input_passes_other_columns_and_scores_unknown_ids(spark, exact_model, path,
                                                                monkeypatch):
     if path == "joined sides":  # the path of sides too large to broadcast
-        monkeypatch.setattr("recsys.model.BROADCAST_SIDE_MAX_BYTES", 0)
+        monkeypatch.setattr("recsys.model.scoring.BROADCAST_SIDE_MAX_BYTES", 0)
     pairs = spark.createDataFrame([(3, 200, "a"), (999, 200, "b"), (5, 999, "c")],
                                   "user_id long, item_id long, tag string")
     got = {r.tag: (r.user_id, r.item_id, r.predicted_rating)

@@ -29,7 +29,8 @@ from pyspark.sql.types import IntegerType, StructField, StructType
 from recsys.model import prediction
 from recsys import schemas
 from recsys.errors import InputError
-from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, score_pairs
+from recsys.model.scoring import cast_ids, score_pairs
+from recsys.model.trained_model import FACTORS, INTERCEPT, TrainedModel
 from recsys.tasks import python_task
 
 # Rows of the all-pairs ML.RECOMMEND table per partition (and so per written file).

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys import schemas
-from recsys.model import FACTORS, INTERCEPT, TrainedModel
+from recsys.model.trained_model import FACTORS, INTERCEPT, TrainedModel
 
 
 def _sides(model: TrainedModel):

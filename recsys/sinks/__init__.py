@@ -1,5 +1,6 @@
 """sinks: where tables go out, and the only code that writes them (``runs``: a job's
-writes published as one unit). Imports the foundations and ``recsys.bigquery``.
+writes published as one unit; ``manifests``: the dataset's state; ``lock``: the writer lock).
+Imports the foundations and ``recsys.bigquery``.
 
 Table sinks: the only code that writes output tables.
 

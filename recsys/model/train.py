@@ -1,0 +1,229 @@
+"""The train stage, CREATE MODEL: BigQuery ML matrix factorization, fitted by one of two solvers.
+
+The explicit model is BigQuery ML's: a global intercept, an intercept per user and per item, and
+latent factors, so that
+    predicted = global + user_intercept + item_intercept + x_u . y_i
+An unknown user gets global + item intercept, an unknown item global + user intercept. The
+implicit model (weighted ALS) has no intercepts (BigQuery ML: global intercept 0).
+
+- ``bigquery_ml`` (default): BigQuery ML's own objective, intercepts and factors fitted jointly
+  with a ridge not scaled by rating counts, solved on Spark by ``recsys.model.bqml_als``
+  (docs/solvers.md).
+- ``spark_als``: pyspark.ml ALS (``recsys.model.spark_als``). The intercepts are
+  ridge-regularised means fitted first (``fit_intercepts``: b_i = sum(residual) / (n_i +
+  L2_REG)); ALS factorises what they leave.
+  ALS-WR minimises sum (r_ui - x_u.y_i)^2 + regParam * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2):
+  its ridge grows with the row's rating count, so no regParam gives BigQuery ML's model;
+  ``SPARK_REG_PARAM_RULES`` derive one from L2_REG (default: L2_REG / mean ratings per user, the
+  rule measured closest to BigQuery ML's objective, docs/solvers.md). ``reg_param`` sets Spark's
+  value directly.
+
+Ids of any type (INT64 beyond INT32, STRING) are mapped to dense indices (``recsys.model.ids``); the
+saved model keeps the original ids and types.
+
+>>> round(spark_reg_param(9.83, n_rows=1_000_209, n_users=6_040, n_items=3_706), 4)
+0.0594
+>>> default_num_factors(1_000_209)
+20
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import replace
+from typing import Any, Callable, Dict, Optional
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recsys.model import bqml_als, ids
+from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
+from recsys.errors import InputError
+from recsys.model.spark_als import fit_spark_als
+from recsys.model.trained_model import FACTORS, INTERCEPT, TrainedModel
+from recsys.sums import exact_avg
+
+
+# --- options -----------------------------------------------------------------------------------
+
+# pyspark.ml ALS's regParam from BigQuery ML's L2_REG (model.reg_param_rule). ALS-WR's ridge for
+# a row with n ratings is regParam * n, BigQuery ML's L2_REG whatever n: each rule matches the two
+# at a typical n. ``default`` names the rule recsys uses when only l2_reg is given.
+SPARK_REG_PARAM_RULES = {
+    # the mean of L2_REG / mean(n_u) and L2_REG / mean(n_i)
+    "mean_ridge": lambda l2, n, users, items: l2 * (users + items) / (2.0 * n),
+    # L2_REG / mean(n_u): exact for the average user
+    "per_user": lambda l2, n, users, items: l2 * users / n,
+    # L2_REG / mean(n_i): exact for the average item
+    "per_item": lambda l2, n, users, items: l2 * items / n,
+    # L2_REG / sqrt(mean(n_u) * mean(n_i))
+    "geometric": lambda l2, n, users, items: l2 * (users * items) ** 0.5 / n,
+    # L2_REG as regParam, as a user would first try (docs/solvers.md: predictions collapse to zero)
+    "literal": lambda l2, n, users, items: l2,
+}
+# Measured closest to bigquery_ml (benchmarks/fidelity.py, docs/solvers.md).
+DEFAULT_REG_PARAM_RULE = "per_user"
+assert tuple(SPARK_REG_PARAM_RULES) == REG_PARAM_RULES
+
+
+def spark_reg_param(l2_reg: float, *, n_rows: int, n_users: int, n_items: int,
+                    rule: str = "default") -> float:
+    """pyspark.ml regParam standing in for BigQuery ML's L2_REG under ``rule``."""
+    rule = DEFAULT_REG_PARAM_RULE if rule == "default" else rule
+    return SPARK_REG_PARAM_RULES[rule](l2_reg, n_rows, n_users, n_items)
+
+
+def default_num_factors(n_rows: int) -> int:
+    """BigQuery ML's NUM_FACTORS default, log2(training rows), within its range 2..200."""
+    return int(min(200, max(2, round(math.log2(max(n_rows, 2))))))
+
+
+def describe_training_data(ratings: DataFrame, *, col_user: str, col_item: str,
+                           col_rating: str) -> Dict[str, Any]:
+    """Counts, mean rating and an order-independent fingerprint of the rows, in two passes:
+    the distinct counts apart (together they would multiply every row through Spark's Expand)."""
+    cols = ", ".join(f"`{c}`" for c in ratings.columns)
+    row_hash = F.expr(f"xxhash64({cols})")
+    row = ratings.agg(
+        F.count(F.lit(1)).alias("n_rows"),
+        exact_avg(F.col(col_rating).cast("double")).alias("mean_rating"),
+        # The exact sum of the 64-bit hashes from its two 32-bit halves (LONG sums, exact below
+        # 2^31 rows): the same integer as a DECIMAL sum, at a fraction of the cost.
+        F.sum(F.shiftright(row_hash, 32)).alias("hash_high"),
+        F.sum(row_hash.bitwiseAND(F.lit(0xFFFFFFFF))).alias("hash_low"),
+        F.expr(f"bit_xor(xxhash64({cols}))").alias("hash_xor"),
+    ).head().asDict()
+    row.update(ratings.agg(F.countDistinct(col_user).alias("n_users"),
+                           F.countDistinct(col_item).alias("n_items")).head().asDict())
+    high, low = row.pop("hash_high"), row.pop("hash_low")
+    hash_sum = None if high is None else high * 2 ** 32 + low
+    digest = hashlib.sha256(f"{row['n_rows']}|{hash_sum}|{row.pop('hash_xor')}"
+                            .encode()).hexdigest()
+    row["fingerprint"] = digest[:32]
+    return {key: row[key] for key in ("n_rows", "n_users", "n_items", "mean_rating",
+                                      "fingerprint")}
+
+
+def resolve_options(cfg: ModelConfig, data: Dict[str, Any]) -> Dict[str, Any]:
+    """The config's options with defaults filled in: NUM_FACTORS, the intercepts' ridge and the
+    block count (``bigquery_ml``), or Spark's regParam (``spark_als``)."""
+    options = to_dict(cfg)
+    if options["num_factors"] is None:
+        options["num_factors"] = default_num_factors(data["n_rows"])
+    options["intercept_l2_reg"] = (cfg.l2_reg if cfg.intercept_l2_reg is None
+                                   else cfg.intercept_l2_reg)
+    if cfg.solver == "bigquery_ml":
+        options["num_blocks"] = cfg.num_blocks or bqml_als.default_num_blocks(data["n_rows"])
+        return options
+    if cfg.reg_param is not None:
+        options["spark_reg_param"] = cfg.reg_param
+    else:
+        options["spark_reg_param"] = spark_reg_param(
+            cfg.l2_reg, n_rows=data["n_rows"], n_users=data["n_users"], n_items=data["n_items"],
+            rule=cfg.reg_param_rule)
+    return options
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] = None,
+        progress: Optional[Callable[[str], None]] = None) -> TrainedModel:
+    """Train on ``ratings`` (columns ``cfg.user_col``, ``cfg.item_col``, ``cfg.rating_col``)
+    with ``cfg.solver``.
+
+    ``eval_ratings`` (a split's evaluation rows) only feeds ``eval_loss`` in training_info.
+    ``progress`` receives a line per iteration (``bigquery_ml``).
+    """
+    missing = [c for c in (cfg.user_col, cfg.item_col, cfg.rating_col) if c not in ratings.columns]
+    if missing:
+        raise InputError(f"training table has no column {missing[0]!r} "
+                         f"(columns: {', '.join(ratings.columns)})")
+    fit_start = time.perf_counter()
+    ratings = ratings.select(cfg.user_col, cfg.item_col,
+                             F.col(cfg.rating_col).cast("double").alias(cfg.rating_col)).cache()
+    data = describe_training_data(ratings, col_user=cfg.user_col, col_item=cfg.item_col,
+                                  col_rating=cfg.rating_col)
+    if data["n_rows"] == 0:
+        raise InputError("training table is empty")
+    options = resolve_options(cfg, data)
+    timings: Dict[str, float] = {"describe": time.perf_counter() - fit_start}
+    if cfg.solver == "bigquery_ml":
+        model = _fit_bigquery_ml(ratings, cfg, eval_ratings, options, data, timings, progress)
+    else:
+        model = fit_spark_als(ratings, cfg, eval_ratings, options, data, timings)
+    ratings.unpersist()
+    timings["total"] = time.perf_counter() - fit_start
+    return replace(model, timings=timings)
+
+
+def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, timings,
+                     progress) -> TrainedModel:
+    """BigQuery ML's objective, solved on Spark (``recsys.model.bqml_als``)."""
+    clock = time.perf_counter()
+    # Implicit feedback (WALS) has no intercepts: BigQuery ML reports a global intercept of 0.
+    mu = 0.0 if cfg.feedback_type == "implicit" else float(data["mean_rating"])
+    both = ratings if eval_ratings is None else ratings.unionByName(
+        eval_ratings.select(*ratings.columns))
+    try:
+        user_index = ids.build_index(both, cfg.user_col, index_col="_idx")
+        item_index = ids.build_index(both, cfg.item_col, index_col="_idx")
+    except ValueError as exc:  # more distinct ids than an INT32 index
+        raise InputError(str(exc)) from None
+    # The start of a user's factors: a hash of the id and the seed (bqml_als module docstring).
+    hashes = user_index.select(F.col("_idx").alias("_hu"),
+                               F.xxhash64(F.col(cfg.user_col), F.lit(cfg.seed))
+                               .alias(bqml_als.USER_HASH))
+
+    def rows(df, is_eval):
+        indexed = ids.to_index(ids.to_index(df, user_index.withColumnRenamed("_idx", "_iu"),
+                                            cfg.user_col, index_col="_iu"),
+                               item_index.withColumnRenamed("_idx", "_ii"), cfg.item_col,
+                               index_col="_ii")
+        return indexed.select(F.col("_iu").cast("long").alias(bqml_als.USER_IDX),
+                              F.col("_ii").cast("long").alias(bqml_als.ITEM_IDX),
+                              (F.col(cfg.rating_col) - F.lit(mu)).alias(bqml_als.VALUE),
+                              F.lit(is_eval).alias(bqml_als.IS_EVAL))
+
+    table = rows(ratings, False)
+    if eval_ratings is not None:
+        table = table.unionByName(rows(eval_ratings.select(*ratings.columns), True))
+    table = table.join(F.broadcast(hashes), F.col(bqml_als.USER_IDX) == F.col("_hu")).drop("_hu")
+    n_users, n_items = user_index.count(), item_index.count()
+    timings["index"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    sides = bqml_als.solve(table, solver_params(cfg, options), n_users=n_users, n_items=n_items,
+                           progress=progress)
+    timings["als_fit"] = time.perf_counter() - clock
+    options["solver_path"] = sides.path
+    spark = ratings.sparkSession
+
+    def side_table(which, index, id_col):
+        states = spark.createDataFrame(bqml_als.state_rows(sides, which, options["num_factors"]),
+                                       bqml_als.STATE_SCHEMA)
+        keyed = states.join(index.select(F.col("_idx").cast("long").alias("_idx"), id_col), "_idx")
+        keyed = keyed.select(id_col, INTERCEPT, FACTORS).persist()
+        # A reliable checkpoint writes what a second job computes: cached first, that job
+        # reads the rows instead of converting the solver's states in Python again.
+        table = keyed.checkpoint(eager=True)
+        keyed.unpersist()
+        return table
+
+    users = side_table("user", user_index, cfg.user_col)
+    items = side_table("item", item_index, cfg.item_col)
+    sides.release()
+    return TrainedModel(users=users, items=items, global_intercept=mu, options=options,
+                        data=data, training_info=sides.history)
+
+
+def solver_params(cfg: ModelConfig, options: Dict[str, Any]) -> "bqml_als.SolverParams":
+    """The ``bigquery_ml`` solver's options from the config and the resolved options."""
+    return bqml_als.SolverParams(
+        rank=options["num_factors"], l2_reg=cfg.l2_reg,
+        intercept_l2_reg=options["intercept_l2_reg"], max_iterations=cfg.max_iterations,
+        early_stop=cfg.early_stop, min_rel_progress=cfg.min_rel_progress,
+        num_blocks=options["num_blocks"],
+        broadcast_max_bytes=int(cfg.broadcast_max_mb * (1 << 20)),
+        checkpoint_interval=cfg.checkpoint_interval,
+        wals_alpha=cfg.wals_alpha if cfg.feedback_type == "implicit" else None)
