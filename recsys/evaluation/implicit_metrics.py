@@ -66,7 +66,6 @@ same to the last bit on any number of cores.
 
 from __future__ import annotations
 
-import math
 from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -77,7 +76,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType
 
 from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, prediction
-from recsys.model.recommend import local_side, prediction_column
+from recsys.model.recommend import local_side
 from recsys.schemas import IMPLICIT_METRICS
 from recsys.sums import exact_avg, exact_sum
 from recsys.tasks import forget_zip_importers, python_task
