@@ -308,4 +308,54 @@ def test_model_scores_give_the_oracle_of_the_recommend_scores(spark):
     for k in (None, 2):
         got = metrics_dict(model_implicit_metrics(model, frame, k=k))
         assert_close(got, oracle(truth, scores, k=k))
-        assert got == run(spark, truth, scores, k=k)  # the scores-table path, to the last bit
+        table = run(spark, truth, scores, k=k)
+        ranks = [name for name in IMPLICIT_METRICS if name != "mean_squared_error"]
+        # The scores-table path ranks the same cells: the same ranking metrics to the last bit.
+        assert [got[name] for name in ranks] == [table[name] for name in ranks]
+        # The model path sums the squared errors in closed form (the item side's moments).
+        assert got["mean_squared_error"] == pytest.approx(table["mean_squared_error"], rel=1e-12)
+
+
+def _formula_positions(exact, at):
+    """1-based positions of ``at`` in (score DESC, index ASC), by a full lexsort."""
+    order = np.lexsort((np.arange(len(exact)), -exact))
+    position = np.empty(len(exact), dtype=np.int64)
+    position[order] = np.arange(1, len(exact) + 1)
+    return position[at]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_blas_positions_equal_the_formula_positions(seed):
+    """Ranks found from a BLAS product equal a full sort of the formula's scores, with items a
+    last bit apart from a relevant one (scaled factors), exact ties (copied items) and a user
+    unknown to the model; and the BLAS cells stay within ``blas_tolerance`` of the formula."""
+    from recsys.evaluation.implicit_metrics import _positions
+    from recsys.model import prediction
+
+    rng = np.random.default_rng(seed)
+    n_items, rank = 3000, 34
+    item_factors = rng.normal(size=(n_items, rank)) * 0.3
+    item_bias = rng.normal(size=n_items) * 0.1
+    relevant = rng.choice(n_items, 40, replace=False)
+    twins = rng.choice(n_items, 40, replace=False)
+    # A near-twin of a relevant item: factors one ulp away, so the two scores differ in the
+    # last bits, where BLAS and the formula can disagree on the order.
+    item_factors[twins[:20]] = np.nextafter(item_factors[relevant[:20]], np.inf)
+    item_bias[twins[:20]] = item_bias[relevant[:20]]
+    item_factors[twins[20:]] = item_factors[relevant[20:]]  # exact ties, broken by index
+    item_bias[twins[20:]] = item_bias[relevant[20:]]
+    user_factors = rng.normal(size=(6, rank))
+    user_factors[5] = 0.0  # unknown user: intercepts only
+    base = 0.5 + rng.normal(size=6) * 0.1
+
+    exact = prediction.cross_scores(base, item_bias, user_factors, item_factors)
+    approx = prediction.blas_cross(base, item_bias, user_factors, item_factors)
+    tolerance = prediction.blas_tolerance(base, item_bias, user_factors, item_factors)
+    assert np.all(np.abs(approx - exact) <= tolerance[:, None])
+    at = np.sort(relevant)
+    for row in range(6):
+        scores = approx[row].copy()
+        scores[at] = exact[row, at]
+        got = _positions(scores, at, float(tolerance[row]),
+                         lambda idx, row=row: exact[row, idx])
+        np.testing.assert_array_equal(got, _formula_positions(exact[row], at))

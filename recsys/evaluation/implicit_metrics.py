@@ -66,7 +66,8 @@ same to the last bit on any number of cores.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple
+import math
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType
 
 from recsys.model import FACTORS, INTERCEPT, TrainedModel, cast_ids, prediction
-from recsys.model.recommend import local_side
+from recsys.model.recommend import SCORE_BLOCK_CELLS, local_side
 from recsys.schemas import IMPLICIT_METRICS
 from recsys.sums import exact_avg, exact_sum
 from recsys.tasks import forget_zip_importers, python_task
@@ -122,17 +123,24 @@ def user_metrics(scores: np.ndarray, relevant_at: np.ndarray, relevant_ratings: 
     preference = np.zeros(len(scores))
     preference[relevant_at] = 1.0
     sq_err = float(np.sum(np.square(preference - scores)[scored]))
-    n_relevant = len(relevant_at) + len(missing_ratings)
-    if n_relevant == 0:
-        return sq_err, n_scored, None, None, None, None
     hit = scored[relevant_at]  # a relevant candidate with a NaN score is a miss too
-    at, gains = relevant_at[hit], relevant_ratings[hit]
     misses = np.concatenate([missing_ratings, relevant_ratings[~hit]])
-    pos = _positions(scores[scored], np.cumsum(scored)[at] - 1)
-    order = np.argsort(pos)
-    pos, gains = pos[order], gains[order]
+    usable = scores if n_scored == len(scores) else scores[scored]
+    positions = _positions(usable, np.cumsum(scored)[relevant_at[hit]] - 1)
+    return (sq_err, n_scored) + _ranking(positions, relevant_ratings[hit], misses, n_scored, k)
+
+
+def _ranking(positions: np.ndarray, gains: np.ndarray, misses: np.ndarray, n_scored: int,
+             k: Optional[int]) -> Tuple[Optional[float], ...]:
+    """(AP, NDCG, sum of r * percentile, sum of r) from the 1-based positions of the scored
+    relevant items, their ratings and the ratings of the unscored ones (misses)."""
+    n_relevant = len(positions) + len(misses)
+    if n_relevant == 0:
+        return None, None, None, None
+    order = np.argsort(positions)
+    pos, gains = positions[order], gains[order]
     hits = np.arange(1, len(pos) + 1)
-    top = pos <= (k if k is not None else len(scores))
+    top = pos <= (k if k is not None else n_scored)
     ap = float(np.sum(hits[top] / pos[top])) / (n_relevant if k is None else min(k, n_relevant))
     dcg = float(np.sum(gains[top] / np.log2(pos[top] + 1.0)))
     ideal = np.sort(np.concatenate([gains, misses]))[::-1][:k]
@@ -140,31 +148,50 @@ def user_metrics(scores: np.ndarray, relevant_at: np.ndarray, relevant_ratings: 
     percentile = (pos - 1) / max(n_scored - 1, 1)
     weighted_rank = float(np.sum(gains * percentile) + np.sum(misses))
     rating_sum = float(np.sum(gains) + np.sum(misses))
-    return sq_err, n_scored, ap, dcg / idcg, weighted_rank, rating_sum
+    return ap, dcg / idcg, weighted_rank, rating_sum
 
 
-def _positions(scores: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """1-based positions of ``scores[at]`` in the order score DESC, then position ASC:
-    1 + the scores above it + the equal scores before it, found by one binary search of every
-    score into the few sorted ``scores[at]`` (no sort of the whole list)."""
+def _positions(scores: np.ndarray, at: np.ndarray, tolerance: float = 0.0,
+               rescore: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
+    """1-based positions of ``scores[at]`` in the order score DESC, then position ASC.
+
+    A position is 1 + the scores above + the equal scores before, counted in one sorted copy of
+    the scores. ``scores`` may be approximate (a BLAS product) within ``tolerance`` of the exact
+    ones, except at ``at``, where they must be exact: an item further than that from every
+    target is ordered against them by its approximation alone, and the few nearer ones are
+    scored exactly by ``rescore(indices)`` first, so the positions are exact.
+
+    >>> _positions(np.array([0.5, 0.9, 0.5, 0.1]), np.array([2, 0, 3]))  # 0.9 first, then ties
+    array([3, 2, 4])
+    """
     targets = scores[at]
-    by_value = np.argsort(targets, kind="stable")
-    ordered = targets[by_value]
-    below = np.searchsorted(ordered, scores, "left")   # targets strictly below each score
-    upto = np.searchsorted(ordered, scores, "right")   # targets below or equal
-    # scores above the j-th smallest target: those with more than j targets strictly below
-    above = len(scores) - np.cumsum(np.bincount(below, minlength=len(at) + 1))[:len(at)]
-    position = np.empty(len(at), dtype=np.int64)
-    position[by_value] = above
-    # Equal scores: only the scores equal to some target (the targets themselves among them).
-    tied = np.flatnonzero(upto > below)
-    tied_order = np.lexsort((tied, scores[tied]))
-    tied_values = scores[tied][tied_order]
-    rank_in_ties = np.empty(len(tied), dtype=np.int64)
-    rank_in_ties[tied_order] = np.arange(len(tied))
-    own = rank_in_ties[np.searchsorted(tied, at)]
-    before = own - np.searchsorted(tied_values, targets, "left")
-    return position + before + 1
+    if not len(at):
+        return np.zeros(0, dtype=np.int64)
+    ordered = np.sort(scores)
+    upto = np.searchsorted(ordered, targets + tolerance, "right")
+    if tolerance > 0:
+        near = upto - np.searchsorted(ordered, targets - tolerance, "left")
+        if not np.any(near > 1):  # every target is alone in its band: its own approximation
+            return len(scores) - upto + 1
+        scores = scores.copy()
+        band = _within(scores, np.sort(targets), tolerance)
+        scores[band] = rescore(band)
+        ordered = np.sort(scores)
+        upto = np.searchsorted(ordered, targets, "right")
+    position = len(scores) - upto + 1
+    ties = upto - np.searchsorted(ordered, targets, "left")
+    for j in np.flatnonzero(ties > 1):  # equal scores rank by position (item id)
+        position[j] += np.count_nonzero(scores[:at[j]] == targets[j])
+    return position
+
+
+def _within(values: np.ndarray, sorted_targets: np.ndarray, tolerance: float) -> np.ndarray:
+    """Indices of the values within ``tolerance`` of some target."""
+    right = np.searchsorted(sorted_targets, values)
+    left = np.maximum(right - 1, 0)
+    right = np.minimum(right, len(sorted_targets) - 1)
+    gap = np.minimum(np.abs(values - sorted_targets[left]), np.abs(values - sorted_targets[right]))
+    return np.flatnonzero(gap <= tolerance)
 
 
 def _metrics_row(per_user: DataFrame) -> DataFrame:
@@ -220,7 +247,7 @@ def implicit_metrics(truth: DataFrame, scores: DataFrame, *, col_user: str = "us
         score_rows = score_rows.sort_values(_I, kind="stable")
         candidates = score_rows[_I].to_numpy()
         relevant = truth_rows[truth_rows[_R] > 0]
-        at = _matching(candidates, relevant[_I].to_numpy())
+        at = prediction.id_positions(candidates, relevant[_I].to_numpy())
         ratings = relevant[_R].to_numpy(dtype=float)
         found = at >= 0
         return _user_batch([user_metrics(score_rows[_S].to_numpy(dtype=float), at[found],
@@ -236,7 +263,12 @@ def model_implicit_metrics(model: TrainedModel, truth: DataFrame, *, col_rating:
     """``implicit_metrics`` of ``model``'s scores of every model item for each truth user (the
     scores ML.RECOMMEND gives them; a user unknown to the model gets the item intercepts), without
     a table of those pairs: the item side is broadcast and each task scores its block of users
-    against it (``recsys.model.prediction``'s formula), one user's row of scores at a time."""
+    against it.
+
+    The ranks are those of ``recsys.model.prediction``'s formula, found with one BLAS product
+    per block of users and the formula for the items a product cannot order
+    (``_positions``); the squared errors over every item are summed in closed form from the item
+    side's moments (``_squares``). Neither depends on how users fall into blocks."""
     _check_k(k)
     col_user, col_item = model.col_user, model.col_item
     truth = cast_ids(truth.select(col_user, col_item, col_rating), model)
@@ -249,12 +281,14 @@ def model_implicit_metrics(model: TrainedModel, truth: DataFrame, *, col_rating:
              .select("_items", "_ratings", INTERCEPT, FACTORS))
     spark = model.users.sparkSession
     users = users.repartition(max(spark.sparkContext.defaultParallelism, 1))
-    shared = spark.sparkContext.broadcast(local_side(model.items, col_item, model.rank))
+    item_side = local_side(model.items, col_item, model.rank)
+    shared = spark.sparkContext.broadcast(item_side + (_item_moments(*item_side[1:]),))
     rank, global_intercept = model.rank, float(model.global_intercept)
 
     @python_task
     def per_user(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        item_ids, item_bias, item_factors = shared.value
+        item_ids, item_bias, item_factors, moments = shared.value
+        step = max(1, SCORE_BLOCK_CELLS // max(len(item_ids), 1))
         for batch in batches:
             column = batch.schema.get_field_index
             base = global_intercept + prediction.arrow_bias(batch.column(column(INTERCEPT)))
@@ -262,18 +296,63 @@ def model_implicit_metrics(model: TrainedModel, truth: DataFrame, *, col_rating:
             items = batch.column(column("_items")).to_pylist()
             ratings = batch.column(column("_ratings")).to_pylist()
             rows = []
-            for start, stop in prediction.cross_blocks(len(base), len(item_ids)):
-                block = prediction.cross_scores(base[start:stop], item_bias,
-                                                user_factors[start:stop], item_factors)
-                for row in range(start, stop):
-                    at = _matching(item_ids, items[row])
-                    gains = np.asarray(ratings[row], dtype=float)
-                    found = at >= 0
-                    rows.append(user_metrics(block[row - start], at[found], gains[found],
-                                             gains[~found], k))
+            for start in range(0, len(base), step):
+                stop = min(start + step, len(base))
+                rows.extend(_block_metrics(base[start:stop], user_factors[start:stop],
+                                           items[start:stop], ratings[start:stop], item_ids,
+                                           item_bias, item_factors, moments, k))
             yield _user_batch(rows)
 
     return _metrics_row(users.mapInArrow(per_user, _USER_SCHEMA))
+
+
+def _block_metrics(base, user_factors, items, ratings, item_ids, item_bias, item_factors,
+                   moments, k):
+    """``user_metrics`` rows of a block of users scored against every item."""
+    approx = prediction.blas_cross(base, item_bias, user_factors, item_factors)
+    tolerance = prediction.blas_tolerance(base, item_bias, user_factors, item_factors)
+    squares = _squares(base, user_factors, moments)
+    rows = []
+    for row in range(len(base)):
+        at = prediction.id_positions(item_ids, items[row])
+        gains = np.asarray(ratings[row], dtype=float)
+        found = at >= 0
+        at, misses, gains = at[found], gains[~found], gains[found]
+
+        def exact(indices, row=row):
+            return prediction.pair_scores(base[row], item_bias[indices], user_factors[row],
+                                          item_factors[indices])
+
+        scores = approx[row]
+        relevant = exact(at)
+        scores[at] = relevant
+        # Every item's squared error against preference 0, then the relevant ones' against 1.
+        sq_err = float((squares[row] - np.sum(np.square(relevant)))
+                       + np.sum(np.square(1.0 - relevant)))
+        positions = _positions(scores, at, float(tolerance[row]), exact)
+        rows.append((sq_err, len(item_ids))
+                    + _ranking(positions, gains, misses, len(item_ids), k))
+    return rows
+
+
+def _item_moments(item_bias: np.ndarray, item_factors: np.ndarray):
+    """The item side's sums that give sum_i score_ui^2 for any user (``_squares``), summed in a
+    fixed order (einsum's loops, not BLAS) so they are the same on every machine."""
+    return (len(item_bias), math.fsum(item_bias), math.fsum(item_bias * item_bias),
+            np.einsum("ij->j", item_factors), np.einsum("i,ij->j", item_bias, item_factors),
+            np.einsum("ij,ik->jk", item_factors, item_factors))
+
+
+def _squares(base: np.ndarray, user_factors: np.ndarray, moments) -> np.ndarray:
+    """sum over every item of score_ui^2 = (c + b_i + x.y_i)^2 per user, expanded:
+    n c^2 + 2c sum b + sum b^2 + 2c x.sum y + 2 x.sum b y + x' (sum y y') x, each product in
+    the formula's left-to-right order, so a user's value does not depend on its block."""
+    n, bias_sum, bias_squares, factor_sum, bias_factor_sum, gram = moments
+    quadratic = prediction.row_dots(user_factors,
+                                    prediction.row_dots(user_factors[:, None, :], gram[None]))
+    return (n * base * base + 2.0 * base * bias_sum + bias_squares
+            + 2.0 * base * prediction.row_dots(user_factors, factor_sum[None, :])
+            + 2.0 * prediction.row_dots(user_factors, bias_factor_sum[None, :]) + quadratic)
 
 
 _USER_FIELDS = [("sq_err", pa.float64()), ("scored", pa.int64()), ("ap", pa.float64()),
@@ -287,15 +366,6 @@ def _user_batch(rows) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [pa.array(list(values), type) for values, (_, type) in zip(columns, _USER_FIELDS)],
         names=[name for name, _ in _USER_FIELDS])
-
-
-def _matching(sorted_ids: np.ndarray, wanted) -> np.ndarray:
-    """Each wanted id's position in ``sorted_ids``, -1 where absent."""
-    wanted = np.asarray(wanted, dtype=sorted_ids.dtype if len(sorted_ids) else None)
-    if not len(sorted_ids) or not len(wanted):
-        return np.full(len(wanted), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
-    return np.where(sorted_ids[pos] == wanted, pos, -1).astype(np.int64)
 
 
 def implicit_coverage(truth: DataFrame, scores: DataFrame, *, col_user: str = "user_id",

@@ -268,7 +268,8 @@ def _block_top_k(block: pd.DataFrame, k: int, item_ids: np.ndarray, item_bias: n
     scores = user_factors @ item_factors.T + item_bias[None, :]
     for row, rated in enumerate(block["_rated"]):
         if rated is not None and len(rated):
-            scores[row, _matching(item_ids, rated)] = -np.inf
+            at = prediction.id_positions(item_ids, rated)
+            scores[row, at[at >= 0]] = -np.inf
     # Candidates: every item scoring within a hair of the (k + margin)-th best, so exact ties at
     # the boundary are all kept and the item-id tie-break below sees every one of them.
     take = min(k + RESCORE_MARGIN, n_items)
@@ -294,11 +295,3 @@ def _block_top_k(block: pd.DataFrame, k: int, item_ids: np.ndarray, item_bias: n
         col_item: item_ids[np.concatenate(items_out).astype(int)] if items_out else item_ids[:0],
         pred_col: np.concatenate(values_out) if values_out else np.zeros(0),
         "_rank": np.concatenate(ranks_out) if ranks_out else np.zeros(0, dtype=np.int32)})
-
-
-def _matching(item_ids: np.ndarray, rated) -> np.ndarray:
-    """Positions in the sorted ``item_ids`` of the rated ids that are candidates."""
-    rated = np.asarray(rated, dtype=item_ids.dtype)
-    pos = np.searchsorted(item_ids, rated)
-    pos = np.minimum(pos, len(item_ids) - 1)
-    return pos[item_ids[pos] == rated] if len(item_ids) else pos[:0]
