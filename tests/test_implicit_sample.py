@@ -5,7 +5,7 @@ built a table of every user x item pair. Here it runs in-process in the suite's 
 
 Each table is checked against NumPy from the model's own ``weights`` table: the dense WALS
 objective and its normal equations (no Gram trick), the four implicit metrics by a full sort of
-every user's 9,066 scores (the recsys code counts positions by binary search, no sort), and the
+every user's 9,066 scores (the recsys code ranks from a BLAS product and counts positions), and the
 all-pairs and top-5 tables by a matrix product.
 """
 

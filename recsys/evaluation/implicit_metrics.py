@@ -56,12 +56,14 @@ How they are computed
 One user at a time, in NumPy (``user_metrics``), never as a table of every user x item pair:
 the training-time ML.EVALUATE of an implicit model ranks every item for every user (22 M pairs
 at ML-1M shape), and windows or joins over such a table run out of memory. A position is a
-count, 1 + #{scored items ahead of it}, found for the relevant items alone with one binary
-search of the user's scores into theirs: no user's list is sorted. ``model_implicit_metrics``
-scores a block of users against the broadcast item side in each task (memory grows with users
-+ items); ``implicit_metrics`` takes a given scores table, one user's rows at a time (cogroup).
-The per-user values are then added with ``recsys.sums``'s exact sums, so the metrics are the
-same to the last bit on any number of cores.
+count, 1 + #{scored items ahead of it} (``_positions``: the relevant items' scores looked up in
+one sorted copy of the user's scores). ``model_implicit_metrics`` scores a block of users
+against the broadcast item side in each task with one BLAS product (memory grows with users +
+items; ML-25M's 9.6 G cells at BLAS speed) and settles with the prediction formula the few
+items the product cannot order, so the positions are the formula's; its squared errors over
+every item are summed in closed form. ``implicit_metrics`` takes a given scores table, one
+user's rows at a time (cogroup). The per-user values are then added with ``recsys.sums``'s
+exact sums, so the metrics are the same to the last bit on any number of cores.
 """
 
 from __future__ import annotations
