@@ -24,12 +24,110 @@ def spark(tmp_path_factory):
         "spark.default.parallelism": "2",
         "spark.ui.enabled": "false",
         "spark.driver.memory": "2g",
+        # The JIT's first tier only: the suite runs thousands of small, different queries, where
+        # the optimising compiler's work is not paid back (test_ids + test_ingest: 108 s
+        # against 123 s, same machine, one after the other).
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
     })
     session = build_session(SparkConfig(
         master="local[2]", app_name="recsys-tests", log_level="ERROR", conf=conf,
         checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints"))))
     yield session
     session.stop()
+
+
+# --- the default tier -----------------------------------------------------------------------------
+# Tests of default-tier files that run in the `slow` tier instead, by their measured durations
+# (`pytest --durations=25`, docs/development.md): the heavier repeats (more parameters, more
+# iterations, larger inputs, a second fixture run of the same stage). Every module of recsys/
+# keeps tests in the default tier, and a parametrized test its first parameters. An entry is a
+# node id, a test name (all its parameters) or a file; one that matches no collected test of a
+# collected file fails the run.
+SLOW_IN_DEFAULT_FILES = (
+    "test_bqml_solver.py::test_join_path_gives_the_broadcast_paths_factors",
+    "test_bqml_solver.py::test_every_iteration_matches_the_oracle",
+    "test_bqml_solver.py::test_more_blocks_than_rows_of_a_side",
+    "test_bqml_solver.py::test_implicit_iterations_match_the_dense_oracle",
+    "test_compare.py::test_csv_exports_and_int_vs_string_ids",
+    "test_compare.py::test_recommend_with_an_input_table_sharded_csv",
+    "test_compare.py::test_tutorial_top5_as_json_and_parquet_reads_the_same",
+    "test_compare.py::test_every_plot_renders_in_headless_chromium",  # starts Chromium
+    "test_ids.py::test_same_mapping_whatever_the_partitioning_and_row_order",
+    "test_ids.py::test_to_index_then_from_index_gives_back_the_original_rows[driver-values1-string]",
+    "test_ids.py::test_to_index_then_from_index_gives_back_the_original_rows[driver-values2-int]",
+    "test_ids.py::test_to_index_then_from_index_gives_back_the_original_rows[distributed-values1-string]",
+    "test_ids.py::test_to_index_then_from_index_gives_back_the_original_rows[distributed-values2-int]",
+    "test_ids.py::test_id_index_encodes_decodes_and_survives_save_and_load[distributed]",
+    "test_implicit_metrics.py::test_random_data_matches_oracle[2-None]",
+    "test_implicit_metrics.py::test_random_data_matches_oracle[3-1]",
+    "test_implicit_metrics.py::test_random_data_matches_oracle[4-5]",
+    "test_jobs.py::test_string_ids_through_the_jobs",
+    "test_jobs.py::test_minimum_support_and_exclusion_in_the_top_k",
+    "test_model.py::test_l2_reg_literal_vs_mapped_on_movielens_sample",
+    "test_model.py::test_intercepts_match_the_ridge_solution_on_sparse_data",
+    "test_model.py::test_every_iteration_reports_the_real_iterates_and_stops_early",
+    "test_model.py::test_early_stop_cannot_apply_to_spark_als_final",
+    "test_model.py::test_string_ids_round_trip",
+    "test_readers_jvm.py::test_a_first_split_holding_only_the_header_still_counts_its_line",
+    "test_review_fixes.py::test_tuning_wals_alpha_zero_is_the_model_alpha",
+    "test_split.py::test_seq_ties_and_nulls_go_to_eval[40-0.2]",
+    "test_split.py::test_seq_ties_and_nulls_go_to_eval[700-0.1]",
+    "test_split.py::test_auto_split_above_50000_takes_exactly_10000_rows",
+    "test_split.py::test_random_is_deterministic_across_partitioning_and_row_order",
+    "test_tuning.py::test_grid_trials_are_scored_on_their_validation_rows",
+    "test_tuning.py::test_run_train_fits_the_final_model_with_the_best_trial",
+    "test_tuning.py::test_spark_als_trials_train_with_their_reg_param",
+    "test_compare_numbers.py",  # its run_compare fixture; test_compare.py keeps the job's figures
+    "test_ids.py::test_index_is_dense_and_follows_value_order[distributed-values1-string-spark_type1]",
+    "test_ids.py::test_index_is_dense_and_follows_value_order[distributed-values2-int-spark_type2]",
+    "test_ids.py::test_index_is_dense_and_follows_value_order[driver-values2-int-spark_type2]",
+    "test_ids.py::test_unknown_ids_get_a_null_index_or_are_dropped[distributed]",
+    "test_ids.py::test_integer_ids_join_a_long_index_but_strings_do_not[distributed]",
+    "test_ids.py::test_too_many_ids_fail_with_one_line[distributed]",
+    "test_ingest.py::test_ingest_reads_the_ratings_file_once[7]",
+    "test_model.py::test_early_stop_bigquery_ml",
+    "test_ranking.py::test_ranking_metrics_match_the_oracle[10]",
+    "test_ranking.py::test_ranking_metrics_equal_pyspark_ranking_evaluator[recallAtK-recall_at_k]",
+    "test_ranking.py::test_ranking_metrics_equal_pyspark_ranking_evaluator[ndcgAtK-ndcg_at_k]",
+    "test_ranking.py::test_ranking_metrics_equal_pyspark_ranking_evaluator[meanAveragePrecisionAtK-map_at_k]",
+    "test_recommend.py::test_blocked_top_k_equals_ranking_all_pairs_on_real_data",
+    "test_sharded_sources.py::test_movies_shards_keep_the_first_file_and_parquet_shards_number_rows_per_file",
+    "test_split.py::test_seq_ties_and_nulls_go_to_eval[0-0.2]",
+    "test_split.py::test_random_fraction_within_binomial_band_and_partitions_input[0.35]",
+    "test_split.py::test_auto_split_middle_regime_is_random_twenty_percent[50000]",
+    "test_split_isolation.py",  # the split's own tests stay (test_split.py)
+    "test_tuning.py::test_no_trial_with_a_score_is_one_line",
+    "test_metrics.py::test_median_is_exact_where_only_the_middle_is_collected",
+    "test_tuning.py::test_equal_objectives_go_to_the_lowest_trial_id",
+    "test_ranking.py::test_recommend_unseen_skips_rated_and_unsupported_items",
+    "test_model.py::test_intercepts_recover_known_biases_on_a_complete_matrix",
+    "test_recommend.py::test_top_k_with_exclusions_support_and_large_ties_matches_the_oracle",
+    "test_sinks.py::test_versioned_model_store_on_a_hadoop_filesystem",
+    "test_review_fixes.py::test_source_url_with_a_generic_format_resolves_files_inside_the_archive",
+    "test_ingest.py::test_each_bad_line_is_rejected_with_its_reason[LF]",
+    "test_readers_jvm.py::test_many_splits_number_lines_like_one",
+    "test_layout.py::test_every_benchmark_script_imports_and_prints_its_help",  # a Python each
+    "test_ci_tiers.py",  # runs pytest itself, twice
+    "test_jobs.py::test_recommend_input_of_users_and_of_pairs",
+    "test_ids.py::test_custom_index_column_name[distributed]",
+    "test_ids.py::test_from_index_puts_the_id_where_the_index_was[distributed]",
+    "test_ids.py::test_existing_output_columns_are_refused[distributed]",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselection reads the markers
+def pytest_collection_modifyitems(config, items):
+    unmatched = set(SLOW_IN_DEFAULT_FILES)
+    for item in items:
+        name = item.nodeid.split("tests/", 1)[-1]
+        for entry in SLOW_IN_DEFAULT_FILES:
+            if name == entry or name.startswith(entry + "[") or name.startswith(entry + "::"):
+                item.add_marker(pytest.mark.slow)
+                unmatched.discard(entry)
+    collected = {item.nodeid.split("tests/", 1)[-1].split("::")[0] for item in items}
+    stale = sorted(e for e in unmatched if e.split("::")[0] in collected)
+    if stale and not any("::" in arg for arg in config.args):  # not a run of chosen tests
+        raise pytest.UsageError(f"tests/conftest.py SLOW_IN_DEFAULT_FILES names no test: {stale}")
 
 
 @pytest.fixture
@@ -52,16 +150,35 @@ def small_source(tmp_path_factory):
     return folder
 
 
+def run_in_process(spark, overrides, config="conf/local.yaml"):
+    """``jobs/pipeline.py --config <config> --set <overrides>`` as a call on the suite's
+    session: the same stages and tables without a second JVM (the session's own conf applies:
+    local[2], 2 partitions). Its report."""
+    from recsys.config import load_config
+    from recsys.runner.pipeline import run_pipeline
+
+    cwd = os.getcwd()
+    os.chdir(REPO)  # conf/local.yaml names the sample by a relative path
+    try:
+        return run_pipeline(spark, load_config(config, list(overrides)))
+    finally:
+        os.chdir(cwd)
+
+
 @pytest.fixture(scope="session")
-def reference_run(small_source, tmp_path_factory):
-    """One fresh ``jobs/pipeline.py`` run on ``small_source`` (local[2], 5 iterations,
-    tests/test_reliability.py's ``job_args``): its warehouse folder and every table as read
-    right after it ended. Read-only: a test that writes to a warehouse like it (a rerun) works
-    on a ``copy_warehouse`` of it."""
-    from test_reliability import finish, job_args, run, snapshot
+def reference_run(spark, small_source, tmp_path_factory):
+    """The pipeline on ``small_source`` with tests/test_reliability.py's ``job_args`` (5
+    iterations), run in-process on the suite's session: its warehouse folder and every table
+    as read right after it ended. The runs compared with it are separate processes (other
+    core counts, a cluster, a failed task), so equal tables also show that neither the process
+    nor its Spark conf changes them. Read-only: a test that writes to a warehouse like it (a
+    rerun) works on a ``copy_warehouse`` of it."""
+    from test_reliability import job_args, snapshot
 
     sink = tmp_path_factory.mktemp("reference-run")
-    finish(run(job_args(small_source, sink)), timeout=900)
+    args = job_args(small_source, sink)
+    run_in_process(spark, [value for flag, value in zip(args[2::2], args[3::2])
+                           if flag == "--set" and not value.startswith("spark.master=")])
     return sink, snapshot(sink)
 
 

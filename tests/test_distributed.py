@@ -24,7 +24,7 @@ from test_reliability import assert_same_tables, finish, job_args, run, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_HOME = os.path.dirname(os.path.abspath(pyspark.__file__))
-pytestmark = [pytest.mark.spark, pytest.mark.e2e]
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

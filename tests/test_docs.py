@@ -170,10 +170,22 @@ def test_every_relative_link_resolves_inside_the_repository():
 
 def test_readme_test_command_is_the_one_ci_runs():
     lines = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    marker = lines.index("# The README's test command, verbatim:")
+    marker = next(n for n, line in enumerate(lines)
+                  if line.endswith("The README's test command, verbatim:"))
     command = lines[marker + 1].strip()
     assert command.startswith("python3 -m venv .venv")
     assert f"\n{command}\n" in README.read_text(encoding="utf-8")
+
+
+def test_ci_runs_every_tier_the_readme_names():
+    """Each tier command of README's table is a command of .ci/run."""
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("| tier | command |"):]
+    commands = re.findall(r"^\|[^|]+\| `([^`]+)` \|", table[: table.index("\n\n")], flags=re.M)
+    assert len(commands) == 3, commands
+    missing = [command for command in commands if command not in ci]
+    assert not missing, f"README tiers that .ci/run does not run: {missing}"
 
 
 def test_readme_jobs_table_names_every_job():

@@ -136,6 +136,7 @@ def test_an_archive_writing_outside_its_folder_is_refused(server, www, tmp_path)
 
 
 @pytest.mark.spark
+@pytest.mark.e2e
 def test_source_download_through_the_ingest_job(spark, server, www, tmp_path):
     """source.download with ml-1m's layout: the job downloads, verifies and extracts the
     archive and ingests its ratings.dat and movies.dat; the tables equal a plain reading of the

@@ -35,6 +35,7 @@ def read(tmp_path, name):
     return pd.read_parquet(tmp_path / "bqml_tutorial" / name)
 
 
+@pytest.mark.e2e
 def test_implicit_feedback_end_to_end(spark, tmp_path, ratings_parquet):
     """FEEDBACK_TYPE implicit through train, evaluate and recommend (bigquery_ml): every
     iteration's loss and eval_loss, the factors and ML.EVALUATE's four metrics equal the dense

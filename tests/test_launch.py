@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 from oracles import bqml_explicit_als
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 RANK, L2_REG, ITERATIONS, SEED = 3, 2.0, 3, 42
 

@@ -1,6 +1,7 @@
 """The README's quick start (``jobs/pipeline.py --config conf/local.yaml``, the whole shipped
-sample) gives the same figures on both Spark lines recsys supports: CI runs this file on
-pyspark 4.0 (the main suite) and again on pyspark 3.5 (.ci/run), against the same numbers.
+sample; here its pipeline called in-process) gives the same figures on both Spark lines recsys
+supports: CI runs this file on pyspark 4.0 and again on pyspark 3.5 (.ci/run), against the same
+numbers.
 
 The first iteration's loss is recomputed by the row-at-a-time NumPy oracle of BigQuery ML's
 objective (tests/oracles.py; about 25 s on a busy 2-core machine). The other figures were
@@ -10,17 +11,15 @@ run's oracle would take minutes.
 """
 
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pyspark
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import SAMPLE, run_in_process
 from oracles import bqml_explicit_als
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
 # ML.TRAINING_INFO: EARLY_STOP ends the run after 7 of MAX_ITERATIONS 20.
 LOSSES = [0.5943094799222345, 0.4019929176362242, 0.3495338713608566, 0.33179599583057473,
@@ -36,24 +35,24 @@ GLOBAL_INTERCEPT = 3.543608255669773
 
 
 @pytest.fixture(scope="module")
-def quick_start(tmp_path_factory):
+def quick_start(spark, tmp_path_factory):
+    """The quick start's config run in-process on the suite's session (the command itself runs
+    in tests/test_launch.py and tests/test_pipeline.py): its printed summary and tables."""
     sink = tmp_path_factory.mktemp("quick-start")
-    proc = subprocess.run([sys.executable, "jobs/pipeline.py", "--config", "conf/local.yaml",
-                           "--set", f"sink.path={sink}", "--set", "spark.master=local[2]"],
-                          cwd=REPO, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = run_in_process(spark, [f"sink.path={sink}"])
     wh = sink / "bqml_tutorial"
-    return proc, {name: pd.read_parquet(wh / name)
-                  for name in ("evaluate", "training_info", "recommend_top5", "weights")}
+    return report.render(), {name: pd.read_parquet(wh / name)
+                             for name in ("evaluate", "training_info", "recommend_top5",
+                                          "weights")}
 
 
 def test_quick_start_figures_are_the_same_on_this_spark(quick_start):
-    proc, tables = quick_start
+    summary, tables = quick_start
     print("pyspark", pyspark.__version__)
     assert tables["training_info"]["loss"].tolist() == pytest.approx(LOSSES, rel=1e-9, abs=0)
     evaluate = tables["evaluate"].iloc[0].to_dict()
     assert evaluate == pytest.approx(EVALUATE, rel=1e-9, abs=0)
-    assert f"mean_squared_error       {EVALUATE['mean_squared_error']:.5f}" in proc.stdout
+    assert f"mean_squared_error       {EVALUATE['mean_squared_error']:.5f}" in summary
     top = tables["recommend_top5"].set_index("user_id")
     for user, items in TOP5.items():
         entries = top.loc[user, "recommendations"]

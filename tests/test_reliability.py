@@ -1,5 +1,6 @@
-"""Reruns and failed tasks, with the real jobs as separate processes (killed and concurrent runs:
-tests/test_runs.py).
+"""Reruns and failed tasks (killed and concurrent runs: tests/test_runs.py). The fresh run and
+the failed-task run are separate processes of the real job; the reference run and the rerun run
+in-process on the suite's session.
 
 - determinism: two runs of the same config and seed write identical tables (the top-5 lists in
   the same order), compared value by value;
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import REPO, SAMPLE, copy_warehouse
 
-pytestmark = [pytest.mark.spark, pytest.mark.e2e]
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 TABLES = ("ratings", "ratings_rejected", "movies", "movies_rejected", "training_info",
           "weights", "embeddings", "evaluate", "recommend", "recommend_top5")
@@ -85,8 +86,8 @@ def versions(sink, name):
 
 
 def test_same_config_and_seed_give_identical_tables(reference_run, small_source, tmp_path):
-    """A second fresh run of the reference run's config (tests/conftest.py: ``small_source``,
-    ``reference_run``) writes the same tables."""
+    """A fresh run of the reference run's config as a separate process (tests/conftest.py:
+    ``small_source``, ``reference_run``, which ran in-process) writes the same tables."""
     _, expected = reference_run
     finish(run(job_args(small_source, tmp_path)))
     got = snapshot(tmp_path)
@@ -101,14 +102,18 @@ def test_same_config_and_seed_give_identical_tables(reference_run, small_source,
     assert got["ratings_rejected"]["line_number"].tolist() == [8]
 
 
-def test_rerun_is_idempotent(reference_run, small_source, tmp_path):
+def test_rerun_is_idempotent(spark, reference_run, small_source, tmp_path):
     """A rerun of the same config leaves the same tables, and keeps exactly its own and the
     previous run's version of each table (no duplicates, nothing left over). The rerun writes
-    to a copy of the reference run's warehouse, which other tests read."""
+    to a copy of the reference run's warehouse, which other tests read; it runs in-process, as
+    the reference run did (the separate-process runs are the tests around it)."""
+    from conftest import run_in_process
+
     sink = copy_warehouse(reference_run[0], tmp_path / "wh")
     expected = reference_run[1]
     assert len(versions(sink, "recommend")) == 1  # the copy holds the first run only
-    finish(run(job_args(small_source, sink)))
+    args = job_args(small_source, sink)
+    run_in_process(spark, args[3::2])
     assert_same_tables(snapshot(sink), expected)
     assert len(versions(sink, "recommend")) == 2
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, SAMPLE, copy_warehouse
 from test_reliability import _plain
 
-pytestmark = [pytest.mark.spark, pytest.mark.e2e]
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 DATASET = "bqml_tutorial"
 TABLES = ("ratings", "ratings_rejected", "movies", "movies_rejected", "training_info",
           "weights", "embeddings", "evaluate", "recommend", "recommend_top5")
