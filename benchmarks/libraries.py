@@ -168,17 +168,29 @@ def run_config(args) -> int:
     from recsys.errors import ConfigError
 
     schema = types.ModuleType("pydantic_schema")
+    sys.modules["pydantic_schema"] = schema  # pydantic resolves the string annotations here
     exec(compile(pydantic_schema_source(), "pydantic_schema", "exec"), schema.__dict__)
     adapter = types.ModuleType("pydantic_adapter")
     exec(compile(ADAPTER, "pydantic_adapter", "exec"), adapter.__dict__)
     cases = _config_cases()
 
+    in_build = []  # cases whose error the build step raised (the part a library replaces)
+
     def load(text, overrides, mode):
         original = loading._build
-        if mode == "pydantic":
-            loading._build = lambda cls, raw, prefix: schema.Config.model_validate(raw or {})
-        elif mode == "adapter":
-            loading._build = lambda cls, raw, prefix: adapter.build(schema.Config, raw)
+        build = {"recsys": original,
+                 "pydantic": lambda cls, raw, prefix: schema.Config.model_validate(raw or {}),
+                 "adapter": lambda cls, raw, prefix: adapter.build(schema.Config, raw)}[mode]
+
+        def traced(cls, raw, prefix):
+            try:
+                return build(cls, raw, prefix)
+            except Exception:
+                if not prefix:  # the outermost call (recsys's build recurses into sections)
+                    in_build.append(True)
+                raise
+
+        loading._build = traced
         try:
             with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
                 if not ("ratings" in text or text.startswith("source")):
@@ -191,6 +203,7 @@ def run_config(args) -> int:
 
     for mode in ("recsys", "pydantic", "adapter"):
         matched, one_line, failures = 0, 0, []
+        in_build.clear()
         for text, overrides, want in cases:
             try:
                 load(text, overrides, mode)
@@ -201,6 +214,7 @@ def run_config(args) -> int:
             one_line += want in got and "\n" not in got
             if want not in got or "\n" in got:
                 failures.append({"want": want, "got": got.splitlines()[:3]})
+        build_raised = len(in_build)
         good = load("source:\n  ratings: r.csv\n", ["spark.conf.spark.sql.shuffle.partitions=4",
                                                    "tuning.l2_reg=[1, 2]"], mode)
         try:
@@ -208,7 +222,8 @@ def run_config(args) -> int:
             frozen = "no error"
         except Exception as exc:  # noqa: BLE001 - the kind is the measurement
             frozen = type(exc).__name__
-        _print(part="config", loader=mode, cases=len(cases), message_found=matched,
+        _print(part="config", loader=mode, cases=len(cases), raised_by_build=build_raised,
+               message_found=matched,
                message_found_on_one_line=one_line, assignment_raises=frozen,
                spark_conf=dict(good.spark.conf), tuning_l2_reg=list(good.tuning.l2_reg),
                failures=failures if args.verbose else len(failures))
