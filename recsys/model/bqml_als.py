@@ -47,8 +47,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from recsys.model.normal_equations import RowBlock, Solved, design_and_offset, initial_factors
-from recsys.model.rating_blocks import (IS_EVAL, ITEM_IDX, USER_HASH, USER_IDX, VALUE,
-                                        both_blocks, persist as _persist)
+from recsys.model.rating_blocks import both_blocks, persist as _persist
 from recsys.tasks import forget_zip_importers
 
 RATINGS_PER_BLOCK = 1_000_000

@@ -41,6 +41,7 @@ from pyspark.sql import functions as F
 from recsys.model import bqml_als, ids
 from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
 from recsys.errors import ConfigError, InputError
+from recsys.model.rating_blocks import IS_EVAL, ITEM_IDX, USER_HASH, USER_IDX, VALUE
 from recsys.model.spark_als import fit_spark_als
 from recsys.model.trained_model import FACTORS, INTERCEPT, TrainedModel
 from recsys.sums import exact_avg
@@ -180,22 +181,22 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     # The start of a user's factors: a hash of the id and the seed (bqml_als module docstring).
     hashes = user_index.select(F.col("_idx").alias("_hu"),
                                F.xxhash64(F.col(cfg.user_col), F.lit(cfg.seed))
-                               .alias(bqml_als.USER_HASH))
+                               .alias(USER_HASH))
 
     def rows(df, is_eval):
         indexed = ids.to_index(ids.to_index(df, user_index.withColumnRenamed("_idx", "_iu"),
                                             cfg.user_col, index_col="_iu"),
                                item_index.withColumnRenamed("_idx", "_ii"), cfg.item_col,
                                index_col="_ii")
-        return indexed.select(F.col("_iu").cast("long").alias(bqml_als.USER_IDX),
-                              F.col("_ii").cast("long").alias(bqml_als.ITEM_IDX),
-                              (F.col(cfg.rating_col) - F.lit(mu)).alias(bqml_als.VALUE),
-                              F.lit(is_eval).alias(bqml_als.IS_EVAL))
+        return indexed.select(F.col("_iu").cast("long").alias(USER_IDX),
+                              F.col("_ii").cast("long").alias(ITEM_IDX),
+                              (F.col(cfg.rating_col) - F.lit(mu)).alias(VALUE),
+                              F.lit(is_eval).alias(IS_EVAL))
 
     table = rows(ratings, False)
     if eval_ratings is not None:
         table = table.unionByName(rows(eval_ratings.select(*ratings.columns), True))
-    table = table.join(F.broadcast(hashes), F.col(bqml_als.USER_IDX) == F.col("_hu")).drop("_hu")
+    table = table.join(F.broadcast(hashes), F.col(USER_IDX) == F.col("_hu")).drop("_hu")
     n_users, n_items = user_index.count(), item_index.count()
     timings["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
