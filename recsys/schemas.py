@@ -114,10 +114,15 @@ WEIGHTS_SCHEMA = StructType([
     StructField("intercept", DoubleType(), True),
 ])
 
+# The embeddings' vector for VECTOR_SEARCH: users [x_u, 1, global + b_u], items [y_i, b_i, 1],
+# so that a dot product is the prediction (recsys.model.weights).
+SEARCH_EMBEDDING = "search_embedding"
+
 EMBEDDINGS_SCHEMA = StructType([
     StructField("processed_input", StringType(), False),
     StructField("feature", StringType(), True),
     StructField("ml_generate_embedding_result", ArrayType(DoubleType(), True), True),
+    StructField(SEARCH_EMBEDDING, ArrayType(DoubleType(), True), True),
 ])
 
 # --- the compare job (BigQuery ML's outputs against a recsys run's) -----------------------------

@@ -50,16 +50,20 @@ def documented_start(hash_value: int, rank: int, scale: float = 0.1) -> np.ndarr
 
 
 def bqml_explicit_als(users, items, ratings, *, rank, l2_reg, intercept_l2_reg, iterations, seed,
-                      eval_rows=None):
+                      eval_rows=None, start_users=None):
     """Alternating exact minimisation of sum (r - mu - b_u - b_i - x_u.y_i)^2 + l2_reg (|X|^2 +
     |Y|^2) + intercept_l2_reg (|b_u|^2 + |b_i|^2): items first, then users, each row's
-    (rank + 1)-unknown ridge problem solved with np.linalg.solve. Returns a list with, per
+    (rank + 1)-unknown ridge problem solved with np.linalg.solve. ``start_users`` ({id: (x,
+    b)}) replaces the documented start of those users (a warm start). Returns a list with, per
     iteration, dict(users={id: (x, b)}, items={id: (y, b)}, loss, eval_loss)."""
     users, items = np.asarray(users), np.asarray(items)
     ratings = np.asarray(ratings, dtype=float)
     mu = ratings.mean()
     x = {u: documented_start(spark_xxhash64_long_int(u, seed), rank) for u in np.unique(users)}
     bu = {u: 0.0 for u in x}
+    for u, (factors, intercept) in (start_users or {}).items():
+        if u in x:
+            x[u], bu[u] = np.asarray(factors, dtype=float), float(intercept)
     y, bi = {}, {}
     ridge = np.diag([l2_reg] * rank + [intercept_l2_reg])
     history = []
@@ -93,12 +97,14 @@ def bqml_explicit_als(users, items, ratings, *, rank, l2_reg, intercept_l2_reg, 
     return history
 
 
-def wals_dense(users, items, ratings, *, rank, l2_reg, alpha, iterations, seed, eval_rows=None):
+def wals_dense(users, items, ratings, *, rank, l2_reg, alpha, iterations, seed, eval_rows=None,
+               start_users=None):
     """BigQuery ML's implicit objective sum over EVERY (user, item) pair of c (p - x_u.y_i)^2 +
     l2_reg (|X|^2 + |Y|^2), p = 1 where rated, c = 1 + alpha * r there and 1 elsewhere, solved
-    on the dense matrices (no Gram trick), items first. Per iteration: dict(users, items, loss =
-    the data term over all pairs / (n_users * n_items), eval_loss = mean c (1 - s)^2 over
-    ``eval_rows`` (s = 0 for an unknown side))."""
+    on the dense matrices (no Gram trick), items first; ``start_users`` ({id: x}) replaces the
+    documented start of those users. Per iteration: dict(users, items, loss = the data term
+    over all pairs / (n_users * n_items), eval_loss = mean c (1 - s)^2 over ``eval_rows`` (s = 0
+    for an unknown side))."""
     uniq_u, ui = np.unique(np.asarray(users), return_inverse=True)
     uniq_i, ii = np.unique(np.asarray(items), return_inverse=True)
     pref = np.zeros((len(uniq_u), len(uniq_i)))
@@ -106,6 +112,9 @@ def wals_dense(users, items, ratings, *, rank, l2_reg, alpha, iterations, seed, 
     pref[ui, ii] = 1.0
     conf[ui, ii] = 1.0 + alpha * np.asarray(ratings, dtype=float)
     x = np.array([documented_start(spark_xxhash64_long_int(u, seed), rank) for u in uniq_u])
+    for k, u in enumerate(uniq_u):
+        if u in (start_users or {}):
+            x[k] = start_users[u]
     y = np.zeros((len(uniq_i), rank))
     history = []
     for _ in range(iterations):

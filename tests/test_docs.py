@@ -143,7 +143,7 @@ def test_every_set_key_in_the_docs_exists():
 
 
 # A repository path: one of these top-level folders, not inside another path or a URL.
-PATH_RE = re.compile(r"(?<![\w/.~-])((?:conf|jobs|benchmarks|recsys|tests|docs|data|\.ci)/"
+PATH_RE = re.compile(r"(?<![\w/.~-])((?:conf|jobs|benchmarks|recsys|tests|docs|data|deploy|\.ci)/"
                      r"(?:[\w.*/-]*[\w*/])?)")
 
 

@@ -153,7 +153,8 @@ def test_weights_and_embeddings_are_the_oracle_model_in_id_order(spark, small_fr
                                                                   small_ratings):
     """ML.WEIGHTS: the schema, the global row, and every user's and item's factors and
     intercept equal the NumPy oracle's; rows ordered users then items by numeric id (not as
-    text: 2 before 10), the global row last. ML.GENERATE_EMBEDDING: factors + [intercept]."""
+    text: 2 before 10), the global row last. ML.GENERATE_EMBEDDING: factors + [intercept];
+    the vector-search embedding: the intercepts folded in so that a dot product predicts."""
     model = fit(small_ratings, ModelConfig(num_factors=3, l2_reg=1.0, max_iterations=5,
                                            early_stop=False, seed=1))
     table = weights(spark, model)
@@ -176,13 +177,18 @@ def test_weights_and_embeddings_are_the_oracle_model_in_id_order(spark, small_fr
         assert [w.factor for w in r.factor_weights] == [1, 2, 3]
         assert [w.weight for w in r.factor_weights] == pytest.approx(factors, abs=1e-8)
         assert r.intercept == pytest.approx(intercept, abs=1e-8)
-    emb = {(r.processed_input, r.feature): r.ml_generate_embedding_result
-           for r in embeddings(model).collect()}
+    rows = embeddings(model).collect()
+    emb = {(r.processed_input, r.feature): r.ml_generate_embedding_result for r in rows}
+    search = {(r.processed_input, r.feature): r.search_embedding for r in rows}
     assert len(emb) == len(users) + len(items)
+    mu = small_frame.rating.mean()
     for side, key in (("user_id", "users"), ("item_id", "items")):
         for ident, (factors, intercept) in want[key].items():
             assert emb[(side, str(ident))] == pytest.approx(list(factors) + [intercept],
                                                             abs=1e-8)
+            # VECTOR_SEARCH's shape: users [x, 1, mu + b_u], items [y, b_i, 1].
+            tail = [1.0, mu + intercept] if side == "user_id" else [intercept, 1.0]
+            assert search[(side, str(ident))] == pytest.approx(list(factors) + tail, abs=1e-8)
 
 
 def test_string_ids_round_trip(spark):

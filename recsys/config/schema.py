@@ -99,6 +99,9 @@ class ModelConfig:
     data_split_method: str = "no_split"
     data_split_eval_fraction: float = 0.2
     data_split_col: Optional[str] = None
+    # A saved model (a model name of the sink's dataset, or a model folder) whose user factors
+    # start the fit instead of the seeded ones (bigquery_ml).
+    warm_start: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,9 @@ class RecommendConfig:
     exclude_rated: bool = False
     write_all_pairs: bool = True
     min_item_ratings: int = 0
+    # (user, item, rating) rows of users the model has not seen: each is solved against the
+    # model's fixed items and ranked like a training user.
+    fold_in: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,11 @@ def validate(cfg: Config, job: Optional[str] = None) -> None:
     need(mod.training_info in TRAINING_INFO_MODES,
          f"model.training_info must be one of {', '.join(TRAINING_INFO_MODES)}, "
          f"got {mod.training_info!r}")
+    need(mod.warm_start is None or mod.solver == "bigquery_ml",
+         "model.warm_start needs model.solver bigquery_ml (pyspark.ml ALS takes no starting "
+         "factors)")
+    need(mod.warm_start is None or bool(mod.warm_start.strip()),
+         "model.warm_start must name a model or a model folder")
     need(mod.min_rel_progress >= 0,
          f"model.min_rel_progress must be >= 0, got {mod.min_rel_progress}")
     need(mod.data_split_method.lower() in SPLIT_METHODS,
@@ -130,7 +135,8 @@ def _validate_bigquery_refs(cfg: Config, need) -> None:
     need(project is None or valid_project(project),
          f"bigquery.project {project!r} is not a valid project id")
     refs = [("model.input", cfg.model.input), ("evaluate.input", cfg.evaluate.input),
-            ("recommend.input", cfg.recommend.input)]
+            ("recommend.input", cfg.recommend.input),
+            ("recommend.fold_in", cfg.recommend.fold_in)]
     if cfg.source.format == "bigquery":
         refs += [("source.ratings", cfg.source.ratings), ("source.movies", cfg.source.movies)]
     for key, ref in refs:

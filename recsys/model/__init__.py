@@ -3,7 +3,9 @@
 on Spark, ``spark_als`` runs pyspark.ml ALS on fitted intercepts. ``trained_model`` is the fitted
 model, ``scoring`` scores (user, item) pairs with it, ``persistence`` saves and loads it; ``ids``
 maps ids to dense indices, ``split`` is DATA_SPLIT_METHOD, ``prediction`` the one prediction
-formula, ``recommend`` ML.RECOMMEND and the top-k, ``weights`` ML.WEIGHTS.
+formula, ``recommend`` ML.RECOMMEND and the top-k, ``weights`` ML.WEIGHTS and the embeddings,
+``fold_in`` users unseen at training solved against the fixed items, ``rating_blocks`` the
+solver's blocks of ratings.
 Imports the foundations only; reads and writes no tables.
 
 This package face only hands on the names other packages use (``from recsys.model import fit``).

@@ -14,7 +14,8 @@ Spark SQL's ``xxhash64(user_id, seed)``; intercepts start at 0).
 How it is distributed (after Spark's ALS, ``mllib/.../recommendation/ALS.scala``):
 
 - the ratings are read once and grouped by user block and by item block (row ``k`` of a side
-  lives in block ``k % num_blocks``) into ``RowBlock`` objects, one per partition, cached;
+  lives in block ``k % num_blocks``) into ``RowBlock`` objects, one per partition, cached
+  (``recsys.model.rating_blocks``);
 - each half-step ships the fixed side's states to the tasks of the side being solved: as one
   broadcast array while it is at most ``broadcast_max_bytes``, else as messages from every fixed
   block to the blocks that reference its rows, shuffled to them and assembled there (the join
@@ -28,29 +29,27 @@ How it is distributed (after Spark's ALS, ``mllib/.../recommendation/ALS.scala``
 
 Block membership depends only on the row index, and the row index only on the set of ids, so the
 same ratings, options and seed give the same factors on any number of cores or executors.
+
+A warm start (``model.warm_start``) replaces the seeded start of the users a saved model has
+(``_warm_start``); ``solve_against`` is one half-step against a fixed side (fold-in).
 """
 
 from __future__ import annotations
 
 import math
-import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
-from pyspark import RDD, StorageLevel
+from pyspark import RDD
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from recsys.model.normal_equations import RowBlock, Solved, design_and_offset, initial_factors
+from recsys.model.rating_blocks import both_blocks, persist as _persist
 from recsys.tasks import forget_zip_importers
 
-# Input columns: dense row indices of both sides, the value to fit (rating - mu), the evaluation
-# flag (a split's held-out rows: scored, never fitted) and the user id's hash (starting factors).
-USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH = "_u", "_i", "_value", "_eval", "_h"
-# Ratings per pickled piece when grouping into blocks (a Spark binary value stays far below 2 GB).
-PIECE_ROWS = 1 << 20
 RATINGS_PER_BLOCK = 1_000_000
 MAX_DEFAULT_BLOCKS = 1024
 
@@ -115,12 +114,14 @@ def default_num_blocks(n_ratings: int) -> int:
 
 
 def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: int,
-          progress: Optional[Callable[[str], None]] = None) -> SolvedSides:
+          progress: Optional[Callable[[str], None]] = None,
+          warm_users: Optional[RDD] = None) -> SolvedSides:
     """Fit BigQuery ML's objective (explicit, or implicit when ``params.wals_alpha`` is set) on
     ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH; indices dense in 0..n-1).
+    ``warm_users``: (index, state) rows that replace those users' seeded start (warm start).
     Returns the final states and one ML.TRAINING_INFO row per iteration (``_info_row``)."""
     p = params
-    user_blocks, item_blocks = _both_blocks(ratings, p.num_blocks)
+    user_blocks, item_blocks = both_blocks(ratings, p.num_blocks)
     state_bytes = max(n_users, n_items) * p.width * 8
     path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
     step = (_BroadcastStep(ratings.sparkSession, p.implicit) if path == "broadcast"
@@ -134,7 +135,9 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
         state[:, :rank] = initial_factors(block.hashes, rank) * (block.counts > 0)[:, None]
         return Solved(block.row_ids, state, block.counts)
 
-    users = step.start(user_blocks, start, n_users)
+    starting = (user_blocks.mapValues(start) if warm_users is None
+                else _warm_start(user_blocks, warm_users, start, p.num_blocks))
+    users = step.start(user_blocks, starting, n_users)
     items = None
     history: List[Dict] = []
     for iteration in range(p.max_iterations):
@@ -216,7 +219,11 @@ def rel_progress(history: List[Dict]) -> float:
 def state_rows(sides: SolvedSides, which: str, rank: int) -> RDD:
     """(index, intercept, factors) tuples of the rows that had training ratings (intercept 0
     for implicit feedback, which has none)."""
-    rdd = (sides.users if which == "user" else sides.items).rdd
+    return solved_rows((sides.users if which == "user" else sides.items).rdd, rank)
+
+
+def solved_rows(rdd: RDD, rank: int) -> RDD:
+    """``state_rows`` of an RDD of (block, Solved)."""
 
     def rows(kv):
         solved = kv[1]
@@ -231,76 +238,6 @@ def state_rows(sides: SolvedSides, which: str, rank: int) -> RDD:
 STATE_SCHEMA = T.StructType([T.StructField("_idx", T.LongType(), False),
                              T.StructField("intercept", T.DoubleType(), False),
                              T.StructField("factors", T.ArrayType(T.DoubleType(), False), False)])
-
-
-# --- blocks ------------------------------------------------------------------------------------
-
-def _both_blocks(ratings: DataFrame, num_blocks: int) -> Tuple[RDD, RDD]:
-    """(user blocks, item blocks): RDDs of (block, RowBlock), block b in partition b, cached and
-    materialised.
-
-    The input is read once, as Arrow batches: each partition is cut into per-block pieces for
-    both sides (pickled NumPy arrays), kept until both sides are built. Reading it once per side,
-    as before, paid a second Arrow pass and, in the train job, a second run of the indexing
-    joins that produce ``ratings``."""
-    names = [USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH]
-
-    def pieces(batches: Iterator) -> Iterator:
-        forget_zip_importers()
-        parts = [[] for _ in names]
-        for batch in batches:
-            for k, name in enumerate(names):
-                parts[k].append(batch.column(name).to_numpy(zero_copy_only=False))
-        if not parts[0] or not sum(len(a) for a in parts[0]):
-            return
-        users, items, values, is_eval, hashes = [np.concatenate(a) for a in parts]
-        # side 0: users by user block, with their hashes; side 1: items by item block.
-        yield from _cut(0, (users, items, values, is_eval, hashes), num_blocks)
-        yield from _cut(1, (items, users, values, is_eval), num_blocks)
-
-    cut = ratings.select(*names).mapInArrow(pieces, "side int, block int, payload binary")
-    cached = _persist(cut.rdd.map(lambda r: ((r[0], r[1]), bytes(r[2]))))
-    both = tuple(_side_blocks(cached, side, num_blocks) for side in (0, 1))
-    cached.unpersist()
-    return both
-
-
-def _cut(side: int, arrays: Tuple[np.ndarray, ...], num_blocks: int) -> Iterator:
-    """Arrow batches (side, block, payload) of one side's ratings cut by the block of their row
-    (``arrays[0]``), at most PIECE_ROWS ratings a piece."""
-    import pyarrow as pa
-
-    block_of = arrays[0] % num_blocks
-    for block in np.unique(block_of):
-        where = np.flatnonzero(block_of == block)
-        for lo in range(0, len(where), PIECE_ROWS):
-            take = where[lo:lo + PIECE_ROWS]
-            payload = pickle.dumps(tuple(a[take] for a in arrays), protocol=4)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([side], pa.int32()), pa.array([int(block)], pa.int32()),
-                 pa.array([payload], pa.binary())], names=["side", "block", "payload"])
-
-
-def _side_blocks(pieces: RDD, side: int, num_blocks: int) -> RDD:
-    """One side's pieces shuffled to their block's partition and built there into RowBlocks
-    (persisted and counted)."""
-
-    def build(items: Iterator) -> Iterator:
-        forget_zip_importers()
-        grouped: Dict[int, list] = {}
-        for block, payload in items:
-            grouped.setdefault(block, []).append(pickle.loads(payload))
-        for block, found in sorted(grouped.items()):
-            arrays = [np.concatenate(a) for a in zip(*found)]
-            yield block, RowBlock.build(arrays[0], arrays[1], arrays[2], arrays[3],
-                                        num_blocks=num_blocks,
-                                        hashes=arrays[4] if len(arrays) > 4 else None)
-
-    blocks = (pieces.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
-              .partitionBy(num_blocks).mapPartitions(build, preservesPartitioning=True)
-              .persist(StorageLevel.MEMORY_AND_DISK))
-    blocks.count()
-    return blocks
 
 
 # --- the two ways of shipping the fixed side ----------------------------------------------------
@@ -329,9 +266,8 @@ class _BroadcastStep:
         self.sc = spark.sparkContext
         self.implicit = implicit
 
-    def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
-        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), n_rows,
-                                 self.implicit)
+    def start(self, blocks: RDD, started: RDD, n_rows: int) -> States:
+        return self._materialise(States(_persist(started), blocks), n_rows, self.implicit)
 
     def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
              checkpoint: bool = False) -> States:
@@ -360,8 +296,8 @@ class _JoinStep:
         self.num_blocks = num_blocks
         self.implicit = implicit
 
-    def start(self, blocks: RDD, fn: Callable[[RowBlock], Solved], n_rows: int) -> States:
-        return self._materialise(States(_persist(blocks.mapValues(fn)), blocks), self.implicit)
+    def start(self, blocks: RDD, started: RDD, n_rows: int) -> States:
+        return self._materialise(States(_persist(started), blocks), self.implicit)
 
     def half(self, blocks: RDD, fixed: States, solve_block, n_rows: int,
              checkpoint: bool = False) -> States:
@@ -390,8 +326,45 @@ class _JoinStep:
         return states
 
 
-def _persist(rdd: RDD) -> RDD:
-    return rdd.persist(StorageLevel.MEMORY_AND_DISK)
+def _warm_start(blocks: RDD, warm: RDD, start: Callable[[RowBlock], Solved],
+                num_blocks: int) -> RDD:
+    """(block, Solved) starting states: ``start``'s, except for the rows ``warm`` holds an
+    (index, state) for, which start there. The warm rows are shuffled to their block's
+    partition (row k lives in block k % num_blocks), as the join path ships states."""
+    pieces = warm.map(lambda row: (row[0] % num_blocks, row)).partitionBy(num_blocks)
+
+    def begin(items: Iterator) -> Iterator:
+        forget_zip_importers()
+        found, rows = [], []
+        for key, value in items:
+            if isinstance(value, RowBlock):
+                found.append((key, value))
+            else:
+                rows.append(value)
+        for key, block in found:  # one block per partition
+            solved = start(block)
+            if rows:
+                ids = np.array([row[0] for row in rows], dtype=np.int64)
+                at = np.searchsorted(block.row_ids, ids)
+                if np.any(at >= len(block.row_ids)) or np.any(block.row_ids[at] != ids):
+                    raise RuntimeError("warm-start rows outside their block")
+                trained = (block.counts[at] > 0)[:, None]
+                solved.state[at] = np.array([row[1] for row in rows], dtype=float) * trained
+            yield key, solved
+
+    # Both sides are partitioned by block with one partitioner: the union is partition-aware.
+    return blocks.union(pieces).mapPartitions(begin, preservesPartitioning=True)
+
+
+def solve_against(blocks: RDD, fixed: np.ndarray, params: SolverParams,
+                  gram: Optional[np.ndarray]) -> Tuple[RDD, object]:
+    """One half-step of ``blocks``' rows against the fixed side's states ``fixed`` (every row
+    of that side, broadcast): RDD of (block, Solved), persisted, and the broadcast (destroy it
+    after use). ``gram``: the fixed side's Y^T Y for implicit feedback, else None."""
+    shipped = blocks.context.broadcast(fixed)
+    solve_block = _block_solver(params)
+    solved = blocks.mapValues(lambda block: solve_block(block, shipped.value[block.needed], gram))
+    return _persist(solved), shipped
 
 
 def _messages(states: RDD, fixed_blocks: RDD) -> RDD:

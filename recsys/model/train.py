@@ -40,7 +40,8 @@ from pyspark.sql import functions as F
 
 from recsys.model import bqml_als, ids
 from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
-from recsys.errors import InputError
+from recsys.errors import ConfigError, InputError
+from recsys.model.rating_blocks import IS_EVAL, ITEM_IDX, USER_HASH, USER_IDX, VALUE
 from recsys.model.spark_als import fit_spark_als
 from recsys.model.trained_model import FACTORS, INTERCEPT, TrainedModel
 from recsys.sums import exact_avg
@@ -129,12 +130,15 @@ def resolve_options(cfg: ModelConfig, data: Dict[str, Any]) -> Dict[str, Any]:
 # --- training ----------------------------------------------------------------------------------
 
 def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] = None,
-        progress: Optional[Callable[[str], None]] = None) -> TrainedModel:
+        progress: Optional[Callable[[str], None]] = None,
+        warm_start: Optional[TrainedModel] = None) -> TrainedModel:
     """Train on ``ratings`` (columns ``cfg.user_col``, ``cfg.item_col``, ``cfg.rating_col``)
     with ``cfg.solver``.
 
     ``eval_ratings`` (a split's evaluation rows) only feeds ``eval_loss`` in training_info.
-    ``progress`` receives a line per iteration (``bigquery_ml``).
+    ``progress`` receives a line per iteration (``bigquery_ml``). ``warm_start`` (a saved
+    model, ``bigquery_ml``): its users start from their saved factors and intercepts, the
+    others from the seeded start.
     """
     missing = [c for c in (cfg.user_col, cfg.item_col, cfg.rating_col) if c not in ratings.columns]
     if missing:
@@ -150,7 +154,10 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     options = resolve_options(cfg, data)
     timings: Dict[str, float] = {"describe": time.perf_counter() - fit_start}
     if cfg.solver == "bigquery_ml":
-        model = _fit_bigquery_ml(ratings, cfg, eval_ratings, options, data, timings, progress)
+        model = _fit_bigquery_ml(ratings, cfg, eval_ratings, options, data, timings, progress,
+                                 warm_start)
+    elif warm_start is not None:
+        raise ConfigError("model.warm_start needs model.solver bigquery_ml")
     else:
         model = fit_spark_als(ratings, cfg, eval_ratings, options, data, timings)
     ratings.unpersist()
@@ -159,7 +166,7 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
 
 
 def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, timings,
-                     progress) -> TrainedModel:
+                     progress, warm_start: Optional[TrainedModel] = None) -> TrainedModel:
     """BigQuery ML's objective, solved on Spark (``recsys.model.bqml_als``)."""
     clock = time.perf_counter()
     # Implicit feedback (WALS) has no intercepts: BigQuery ML reports a global intercept of 0.
@@ -174,27 +181,31 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     # The start of a user's factors: a hash of the id and the seed (bqml_als module docstring).
     hashes = user_index.select(F.col("_idx").alias("_hu"),
                                F.xxhash64(F.col(cfg.user_col), F.lit(cfg.seed))
-                               .alias(bqml_als.USER_HASH))
+                               .alias(USER_HASH))
 
     def rows(df, is_eval):
         indexed = ids.to_index(ids.to_index(df, user_index.withColumnRenamed("_idx", "_iu"),
                                             cfg.user_col, index_col="_iu"),
                                item_index.withColumnRenamed("_idx", "_ii"), cfg.item_col,
                                index_col="_ii")
-        return indexed.select(F.col("_iu").cast("long").alias(bqml_als.USER_IDX),
-                              F.col("_ii").cast("long").alias(bqml_als.ITEM_IDX),
-                              (F.col(cfg.rating_col) - F.lit(mu)).alias(bqml_als.VALUE),
-                              F.lit(is_eval).alias(bqml_als.IS_EVAL))
+        return indexed.select(F.col("_iu").cast("long").alias(USER_IDX),
+                              F.col("_ii").cast("long").alias(ITEM_IDX),
+                              (F.col(cfg.rating_col) - F.lit(mu)).alias(VALUE),
+                              F.lit(is_eval).alias(IS_EVAL))
 
     table = rows(ratings, False)
     if eval_ratings is not None:
         table = table.unionByName(rows(eval_ratings.select(*ratings.columns), True))
-    table = table.join(F.broadcast(hashes), F.col(bqml_als.USER_IDX) == F.col("_hu")).drop("_hu")
+    table = table.join(F.broadcast(hashes), F.col(USER_IDX) == F.col("_hu")).drop("_hu")
     n_users, n_items = user_index.count(), item_index.count()
     timings["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
+    warm_users = None
+    if warm_start is not None:
+        warm_users, options["warm_start_users"] = _warm_users(warm_start, user_index, cfg,
+                                                              options)
     sides = bqml_als.solve(table, solver_params(cfg, options), n_users=n_users, n_items=n_items,
-                           progress=progress)
+                           progress=progress, warm_users=warm_users)
     timings["als_fit"] = time.perf_counter() - clock
     options["solver_path"] = sides.path
     spark = ratings.sparkSession
@@ -215,6 +226,27 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     sides.release()
     return TrainedModel(users=users, items=items, global_intercept=mu, options=options,
                         data=data, training_info=sides.history)
+
+
+def _warm_users(warm: TrainedModel, user_index: DataFrame, cfg: ModelConfig,
+                options: Dict[str, Any]):
+    """(RDD of (user index, starting state), how many users it covers) from a saved model's
+    users: [factors, intercept] for explicit feedback, the factors for implicit."""
+    if warm.rank != options["num_factors"] or warm.implicit != (cfg.feedback_type == "implicit"):
+        raise ConfigError(
+            f"model.warm_start: the saved model has {warm.rank} factors and "
+            f"{warm.options['feedback_type']} feedback; this fit has {options['num_factors']} "
+            f"and {cfg.feedback_type}")
+    saved = warm.users.select(F.col(warm.col_user).alias(cfg.user_col), INTERCEPT, FACTORS)
+    try:
+        keyed = ids.to_index(saved, user_index, cfg.user_col, index_col="_idx",
+                             keep_unknown=False)
+    except ValueError as exc:  # the saved ids are of another type than the training ids
+        raise InputError(f"model.warm_start: {exc}") from None
+    explicit = cfg.feedback_type != "implicit"
+    rows = keyed.rdd.map(lambda r: (int(r["_idx"]), list(r[FACTORS])
+                                    + ([float(r[INTERCEPT])] if explicit else [])))
+    return rows, keyed.count()
 
 
 def solver_params(cfg: ModelConfig, options: Dict[str, Any]) -> "bqml_als.SolverParams":

@@ -8,6 +8,12 @@ weight FLOAT64>> and ``intercept`` — plus the row ``feature = 'global__interce
 ML.GENERATE_EMBEDDING: per user and item, ``ml_generate_embedding_result`` is the factor weights
 as ARRAY<FLOAT64> with the intercept appended last.
 
+Beside it, ``search_embedding`` (ARRAY<FLOAT64>, rank + 2 values) is the shape BigQuery's
+``VECTOR_SEARCH`` with ``distance_type => 'DOT_PRODUCT'`` ranks by: a user's vector is
+``[x_u, 1, global + b_u]`` and an item's ``[y_i, b_i, 1]``, so that their dot product is the
+prediction ``global + b_u + b_i + x_u . y_i`` (the intercepts folded into two extra
+components). An exact top-k by dot product over it is therefore the top-k of ML.RECOMMEND.
+
 Latent factors are identified only up to rotation: compare predictions and intercepts between
 two models, not raw factors.
 """
@@ -50,9 +56,15 @@ def weights(spark: SparkSession, model: TrainedModel) -> DataFrame:
 
 
 def embeddings(model: TrainedModel) -> DataFrame:
-    """ML.GENERATE_EMBEDDING: factor weights with the intercept last, per user and item."""
+    """ML.GENERATE_EMBEDDING (factor weights with the intercept last) and the vectors whose dot
+    product is the prediction (``search_embedding``), per user and item."""
+    intercept = F.col(INTERCEPT).cast("double")
+    one = F.lit(1.0)
+    tails = (F.array(one, F.lit(float(model.global_intercept)) + intercept),  # users
+             F.array(intercept, one))                                         # items
     parts = [table.select(
         F.lit(col).alias("processed_input"), F.col(col).cast("string").alias("feature"),
-        F.concat(F.col(FACTORS), F.array(F.col(INTERCEPT).cast("double")))
-        .alias("ml_generate_embedding_result")) for col, table in _sides(model)]
+        F.concat(F.col(FACTORS), F.array(intercept)).alias("ml_generate_embedding_result"),
+        F.concat(F.col(FACTORS), tail).alias(schemas.SEARCH_EMBEDDING))
+        for (col, table), tail in zip(_sides(model), tails)]
     return parts[0].unionByName(parts[1])

@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from recsys.sources import ingest as ingest_stage
 from recsys import model as model_stage
+from recsys.model import fold_in as fold_in_stage
 from recsys.model import recommend as recommend_stage
 from recsys import schemas
 from recsys.model import split as split_stage
@@ -23,7 +24,7 @@ from recsys.config import Config
 from recsys.job_report import JobReport, StageTimer, progress as _progress
 from recsys.evaluation import model_metrics_for
 from recsys.errors import ConfigError, InputError
-from recsys.sinks import job_unit, make_sink, resolve_table
+from recsys.sinks import job_unit, make_sink, resolve_model, resolve_table
 
 SAMPLE_USERS = 3
 
@@ -126,8 +127,11 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
             report.tables[schemas.TRIALS] = _write(report, sink, schemas.TRIALS,
                                                    trials.coalesce(1))
             report.add(f"  tuning     {tuning_stage.trial_summary(sink.read(spark, schemas.TRIALS))}")
+        warm = (model_stage.load(spark, resolve_model(sink, spark, m.warm_start))
+                if m.warm_start else None)
         trained = model_stage.fit(parts.train, m, parts.eval,
-                                  progress=lambda text: _progress(f"{report.job}: train {text}"))
+                                  progress=lambda text: _progress(f"{report.job}: train {text}"),
+                                  warm_start=warm)
         scored_on = parts.eval if parts.eval is not None else parts.train
         metrics = model_metrics(trained, scored_on, cfg)
         trained = model_stage.with_training_metrics(trained, metrics)
@@ -153,6 +157,9 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
         report.add(f"             split {parts.method}: {parts.eval_fraction:.3g} of the rows held "
                    f"out for eval_loss and ML.EVALUATE ({parts.eval_only_users:,} users and "
                    f"{parts.eval_only_items:,} items appear only there)")
+    if warm is not None:
+        report.add(f"             warm start: {opts['warm_start_users']:,} of "
+                   f"{data['n_users']:,} users from {m.warm_start}")
     last = trained.training_info[-1]
     eval_text = f", eval_loss {last['eval_loss']:.4f}" if last["eval_loss"] is not None else ""
     report.add(f"             training loss {last['loss']:.4f}{eval_text}; "
@@ -228,6 +235,15 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
     m, rec = cfg.model, cfg.recommend
     pred_col = recommend_stage.prediction_column(trained, m.rating_col)
     given = resolve_table(sink, spark, rec.input)
+    folded = None
+    if rec.fold_in is not None:
+        with StageTimer(report, "fold_in"):
+            folded = fold_in_stage.fold_in(trained, resolve_table(sink, spark, rec.fold_in))
+        trained = folded.model
+        report.add(f"  fold-in    {folded.n_users:,} new users from {rec.fold_in}: "
+                   f"{folded.n_rows:,} ratings solved against the model's items"
+                   + (f" ({folded.n_unknown_items:,} rows on items the model does not know "
+                      f"left out)" if folded.n_unknown_items else ""))
     with StageTimer(report, "recommend"):
         predictions = recommend_stage.recommend(trained, given, col_rating=m.rating_col)
         if rec.write_all_pairs:
@@ -239,6 +255,10 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
         training = (resolve_table(sink, spark, m.input)
                     if rec.exclude_rated or rec.min_item_ratings > 0 else None)
         exclude = training if rec.exclude_rated else None
+        if exclude is not None and folded is not None:
+            # A folded-in user's own ratings are that user's rated movies.
+            exclude = exclude.select(m.user_col, m.item_col).unionByName(
+                folded.ratings.select(m.user_col, m.item_col))
         # Minimum support: items with too few training ratings never reach the top-k.
         supported = (recommend_stage.supported_items(training, rec.min_item_ratings,
                                                      col_item=m.item_col)

@@ -226,3 +226,13 @@ def resolve_table(sink, spark: SparkSession, ref: Optional[str]) -> Optional[Dat
     if bigquery and ("." in ref or " " in ref.strip()):
         return sink.connection.read(spark, ref, sink.dataset)
     return sink.read(spark, ref)
+
+
+def resolve_model(sink, spark: SparkSession, ref: str) -> str:
+    """The folder of a model reference from config: a model name of the sink's dataset (the
+    version this reader sees), or a model folder path (local or any Hadoop URI)."""
+    if "/" in ref or os.sep in ref:
+        if paths.is_local(ref) and not os.path.isdir(paths.local_path(ref)):
+            raise InputError(f"model folder not found: {ref}")
+        return paths.local_path(ref) if paths.is_local(ref) else ref
+    return sink.model_location(spark, ref)

@@ -96,6 +96,16 @@ def test_nested_columns_are_repeated_records(pipeline_run, bq_emulator):
                                                            ("weight", "FLOAT")]
 
 
+def test_embeddings_have_the_shape_vector_search_takes(pipeline_run, bq_emulator):
+    """VECTOR_SEARCH takes ARRAY<FLOAT64> (REPEATED FLOAT), one length, no NULL element."""
+    tbl, _ = table(bq_emulator, "embeddings")
+    column = {f.name: f for f in tbl.schema}["search_embedding"]
+    assert (column.mode, column.field_type) == ("REPEATED", "FLOAT")
+    vectors = [r["search_embedding"] for r in rows(bq_emulator, "embeddings")]
+    assert len({len(v) for v in vectors}) == 1
+    assert all(value is not None for v in vectors for value in v)
+
+
 def test_values_match_the_source(pipeline_run, bq_emulator):
     _, _, ratings = pipeline_run
     got = pd.DataFrame(rows(bq_emulator, "ratings")).sort_values(["user_id", "item_id"])
