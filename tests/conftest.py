@@ -112,6 +112,10 @@ SLOW_IN_DEFAULT_FILES = (
     "test_ids.py::test_custom_index_column_name[distributed]",
     "test_ids.py::test_from_index_puts_the_id_where_the_index_was[distributed]",
     "test_ids.py::test_existing_output_columns_are_refused[distributed]",
+    "test_warm_start.py::test_explicit_warm_start_is_the_oracle_started_from_the_saved_users",
+    "test_warm_start.py::test_train_job_warm_starts_from_a_model_of_its_sink",
+    "test_foldin.py::test_recommend_job_ranks_folded_in_users_like_training_users",
+    "test_foldin.py::test_bad_fold_in_input_fails_with_one_line",
 )
 
 
