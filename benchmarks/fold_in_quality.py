@@ -43,7 +43,7 @@ def split(ratings: pd.DataFrame, every: int):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratings", default="data/ml-latest-small/ratings.csv")
-    parser.add_argument("--every", type=int, default=5, help="hold out users with id % N == 0")
+    parser.add_argument("--every", type=int, default=5, help="hold out users with id %% N == 0")
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
 
