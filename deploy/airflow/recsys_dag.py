@@ -1,6 +1,7 @@
 """The BigQuery ML tutorial as recsys jobs, orchestrated: ingest -> train -> evaluate ->
 recommend -> compare, one Dataproc Serverless batch per job (Google provider's
-``DataprocCreateBatchOperator``), for Airflow 2.10 and 3.x (Cloud Composer 2 and 3).
+``DataprocCreateBatchOperator``). Checked with Airflow 2.10 (tests/test_airflow_dag.py); it
+imports ``DAG`` from ``airflow.sdk`` where that exists (Airflow 3), not run there.
 
 Each task runs ``jobs/<job>.py --config dataproc.yaml`` on runtime 2.3 LTS (Spark 3.5;
 ``runtime_version`` 3.0 runs Spark 4.0), reading from and writing to BigQuery as
