@@ -1,6 +1,17 @@
 """Independent numpy implementations the Spark code is checked against."""
 
 import numpy as np
+import pandas as pd
+
+
+def random_ratings(rng: np.random.Generator, n: int, max_user: int, max_item: int) -> pd.DataFrame:
+    """(user_id, item_id, rating) of ``n`` draws of users 1..max_user-1 and items
+    1..max_item-1, each pair once in (user, item) order, ratings 1..5; ``rng`` goes on from there."""
+    pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, max_user, n),
+                                                      rng.integers(1, max_item, n))})
+    out = pd.DataFrame(pairs, columns=["user_id", "item_id"])
+    out["rating"] = rng.integers(1, 6, len(out)).astype(float)
+    return out
 
 
 def regression_metrics(label, pred):

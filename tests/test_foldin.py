@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import SAMPLE
+from oracles import random_ratings
 from recsys.config import ModelConfig, load_config
 from recsys.errors import InputError
 from recsys.model import fit
@@ -25,12 +26,7 @@ RANK = 3
 
 @pytest.fixture(scope="module")
 def frame():
-    rng = np.random.default_rng(28)
-    pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, 50, 900),
-                                                      rng.integers(1, 70, 900))})
-    out = pd.DataFrame(pairs, columns=["user_id", "item_id"])
-    out["rating"] = rng.integers(1, 6, len(out)).astype(float)
-    return out
+    return random_ratings(np.random.default_rng(28), 900, 50, 70)
 
 
 @pytest.fixture(scope="module")

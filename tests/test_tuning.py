@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from oracles import bqml_explicit_als, random_split_is_eval, spark_als_reference
+from oracles import bqml_explicit_als, random_ratings, random_split_is_eval, spark_als_reference
 from recsys.config import ModelConfig, TuningConfig, load_config
 from recsys.errors import InputError
 from recsys.runner.pipeline import run_train
@@ -23,12 +23,7 @@ SEED, ITERATIONS, FRACTION = 42, 3, 0.25
 
 @pytest.fixture(scope="module")
 def frame():
-    rng = np.random.default_rng(31)
-    pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, 31, 520),
-                                                      rng.integers(1, 41, 520))})
-    out = pd.DataFrame(pairs, columns=["user_id", "item_id"])
-    out["rating"] = rng.integers(1, 6, len(out)).astype(float)
-    return out
+    return random_ratings(np.random.default_rng(31), 520, 31, 41)
 
 
 @pytest.fixture(scope="module")

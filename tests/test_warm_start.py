@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import SAMPLE
-from oracles import bqml_explicit_als, wals_dense
+from oracles import bqml_explicit_als, random_ratings, wals_dense
 from recsys.config import ModelConfig, load_config
 from recsys.errors import ConfigError, InputError
 from recsys.model import fit, load, save
@@ -27,10 +27,7 @@ RANK = 3
 def frames():
     """(yesterday, today): today adds ratings of known users and 9 new users (41..49)."""
     rng = np.random.default_rng(8)
-    pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, 50, 900),
-                                                      rng.integers(1, 70, 900))})
-    today = pd.DataFrame(pairs, columns=["user_id", "item_id"])
-    today["rating"] = rng.integers(1, 6, len(today)).astype(float)
+    today = random_ratings(rng, 900, 50, 70)
     yesterday = today[(today.user_id <= 40) & (rng.random(len(today)) < 0.8)]
     return yesterday.reset_index(drop=True), today
 
