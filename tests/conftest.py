@@ -14,6 +14,15 @@ SAMPLE = os.path.join(REPO, "data", "ml-latest-small")
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 
+# Every JVM the suite starts (its own session, and the jobs it runs as processes, by either
+# launcher) runs only the JIT's first tier: the suite runs thousands of small, different queries
+# on cold JVMs, where the optimising compiler's work is not paid back. Measured: the optimising
+# compiler took 52 of a quick-start JVM's 129 CPU-seconds; test_ids + test_ingest 108 s against
+# 123 s; a 14-user pipeline process 57 s against 66 s (docs/development.md). spark-submit adds
+# SPARK_SUBMIT_OPTS to the driver JVM's command line, and prints nothing about it.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from recsys.config import SparkConfig
@@ -24,10 +33,6 @@ def spark(tmp_path_factory):
         "spark.default.parallelism": "2",
         "spark.ui.enabled": "false",
         "spark.driver.memory": "2g",
-        # The JIT's first tier only: the suite runs thousands of small, different queries, where
-        # the optimising compiler's work is not paid back (test_ids + test_ingest: 108 s
-        # against 123 s, same machine, one after the other).
-        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
     })
     session = build_session(SparkConfig(
         master="local[2]", app_name="recsys-tests", log_level="ERROR", conf=conf,
