@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 # launcher) runs only the JIT's first tier: the suite runs thousands of small, different queries
 # on cold JVMs, where the optimising compiler's work is not paid back. Measured: the optimising
 # compiler took 52 of a quick-start JVM's 129 CPU-seconds; test_ids + test_ingest 108 s against
-# 123 s; a 14-user pipeline process 57 s against 66 s (docs/development.md). spark-submit adds
+# 123 s; a 14-user pipeline process 57 s against 66 s (docs/performance.md). spark-submit adds
 # SPARK_SUBMIT_OPTS to the driver JVM's command line, and prints nothing about it.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
 
