@@ -1,7 +1,8 @@
 """The same tables on 1, 2 and 4 cores, and on a real Spark standalone cluster.
 
-The cluster is a master and two single-core workers on loopback, started and stopped here with
-Spark's own ``spark-class`` (from the pip pyspark); the pipeline is submitted to it with
+The cluster is a master and two single-core workers on loopback, started and stopped with
+Spark's own ``spark-class`` from the pip pyspark (``benchmarks/standalone.py``, which the scaling
+benchmark uses too); the pipeline is submitted to it with
 ``spark-submit --py-files dist/recsys.zip`` as README shows for Dataproc, so the executors import
 recsys from the zip. Its tables must equal a local run's value for value (the top-5 lists in
 order); only ``training_info.duration_ms`` may differ.
@@ -9,21 +10,16 @@ order); only ``training_info.duration_ms`` may differ.
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
 
-import pyspark
 import pytest
 
+from standalone import SPARK_HOME, standalone_cluster  # benchmarks/standalone.py
 from test_reliability import assert_same_tables, finish, job_args, run, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPARK_HOME = os.path.dirname(os.path.abspath(pyspark.__file__))
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
@@ -48,56 +44,13 @@ def test_cores_do_not_change_the_tables(source, local_tables, master, tmp_path):
     assert_same_tables(snapshot(tmp_path), local_tables)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """spark://127.0.0.1:<port> with two alive single-core workers; stopped afterwards."""
-    work = tmp_path_factory.mktemp("standalone")
-    env = dict(os.environ, SPARK_HOME=SPARK_HOME, SPARK_LOCAL_IP="127.0.0.1",
-               SPARK_LOG_DIR=str(work / "logs"), SPARK_WORKER_DIR=str(work / "worker"),
-               PYSPARK_PYTHON=sys.executable)
-    spark_class = os.path.join(SPARK_HOME, "bin", "spark-class")
-    port, ui = _free_port(), _free_port()
-    procs = [subprocess.Popen(
-        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-         "--port", str(port), "--webui-port", str(ui)], env=env, start_new_session=True,
-        stdout=open(work / "master.log", "w"), stderr=subprocess.STDOUT)]
-    url = f"spark://127.0.0.1:{port}"
-    for n in range(2):
-        procs.append(subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-             "--cores", "1", "--memory", "2g", "--webui-port", str(_free_port()),
-             "--work-dir", str(work / f"worker{n}"), url], env=env, start_new_session=True,
-            stdout=open(work / f"worker{n}.log", "w"), stderr=subprocess.STDOUT))
-    try:
-        deadline = time.time() + 120
-        alive = 0
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as resp:
-                    import json
-
-                    alive = json.load(resp).get("aliveworkers", 0)
-            except OSError:
-                alive = 0
-            if alive == 2:
-                break
-            time.sleep(0.5)
-        assert alive == 2, (work / "master.log").read_text()[-2000:]
+    """spark://127.0.0.1:<port> with two alive single-core workers (benchmarks/standalone.py);
+    stopped afterwards."""
+    with standalone_cluster(workers=2, cores=1, memory="2g",
+                            work=tmp_path_factory.mktemp("standalone")) as (url, env):
         yield url, env
-    finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            proc.wait(timeout=60)
 
 
 def test_standalone_cluster_gives_the_local_tables(source, local_tables, cluster, tmp_path):

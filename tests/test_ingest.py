@@ -1,6 +1,8 @@
 """Bad input: every malformed line lands in ratings_rejected with its reason and line number,
 every good line goes through, and the reject threshold fails the job with one clear line."""
 
+import os
+
 import pytest
 
 from recsys import schemas
@@ -228,16 +230,28 @@ def test_ingest_reads_the_ratings_file_once(spark, tmp_path, splits):
         assert size <= read <= size + splits * 65536, f"read {read} bytes of a {size}-byte file"
 
 
-def test_the_duplicate_rule_shuffles_the_rows_once(spark, tmp_path):
+@pytest.mark.parametrize("bytes_per_partition", [None, 4])
+def test_the_duplicate_rule_shuffles_the_rows_once(spark, tmp_path, monkeypatch,
+                                                   bytes_per_partition):
     """Ranking each (user, item) pair's rows is one exchange of the rows: every window column
     shares one partitioning (an expression as the window key is aliased anew for each window
-    column, and Spark shuffled and sorted 1 M rows four times)."""
-    path = write_lines(tmp_path / "ratings.dat", [(b"1::1::5::1", None), (b"1::1::4::2", None)])
+    column, and Spark shuffled and sorted 1 M rows four times). An input larger than
+    ``spark.sql.shuffle.partitions`` x WINDOW_INPUT_BYTES (here 4 bytes a partition: the
+    21-byte file asks for 6, the session has 2) is hashed into one partition per
+    WINDOW_INPUT_BYTES, still in one exchange and with the same rows."""
+    lines = [(b"1::1::5::1", None), (b"1::1::4::2", None)]
+    path = write_lines(tmp_path / "ratings.dat", lines)
+    if bytes_per_partition:
+        monkeypatch.setattr(ingest, "WINDOW_INPUT_BYTES", bytes_per_partition)
     cfg = config(tmp_path, path)
     files = readers.resolve_files(cfg.source, spark)
-    classified = ingest.classify_ratings(
-        readers.read_ratings(spark, cfg.source, files.ratings), cfg.ingest)
+    parsed = readers.read_ratings(spark, cfg.source, files.ratings)
+    classified = ingest.classify_ratings(parsed, cfg.ingest, ingest.window_partitions(parsed))
     plan = classified._jdf.queryExecution().executedPlan().toString()
     assert plan.count("Exchange hashpartitioning") == 1, plan
+    size = os.path.getsize(path)
+    assert size == 22
+    if bytes_per_partition:
+        assert f", {-(-size // 4)}), REPARTITION_BY_NUM" in plan, plan
     assert [r.reason for r in classified.orderBy("split_line").collect()] == [
         "duplicate (user_id, item_id) pair: {kept} is kept (latest timestamp)", None]

@@ -16,6 +16,7 @@ the lines they name as kept) are then given their line number in the file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -64,8 +65,33 @@ class IngestResult:
     movies_stats: Optional[RejectStats]
 
 
-def classify_ratings(parsed: DataFrame, ingest: IngestConfig) -> DataFrame:
-    """Add the final ``reason`` (NULL = kept) to parsed ratings: scale and duplicate rules."""
+# Input bytes per partition of the duplicate rule's window (``window_partitions``). Measured:
+# ML-25M's 681 MB .dat in 8 partitions (3.1 M rows a task) ran a 2 GB driver out of heap in
+# the window's sort; 64 partitions completed (docs/performance.md).
+WINDOW_INPUT_BYTES = 8 << 20
+
+
+def window_partitions(parsed: DataFrame) -> Optional[int]:
+    """Partitions of the duplicate rule's window over ``parsed``: one per ``WINDOW_INPUT_BYTES``
+    of input where that is more than ``spark.sql.shuffle.partitions``, else None (Spark's own,
+    which adaptive execution may coalesce). The size is Spark's estimate of the plan (the files'
+    bytes for text and Parquet, the table's for BigQuery), known before anything is read. The
+    window's rows, and so the tables, do not depend on the count."""
+    default = int(parsed.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    try:
+        # A Scala BigInt through Py4J: an int on Spark 4, an object printing its digits on 3.5.
+        size = int(str(parsed._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
+    except Exception:  # a source that cannot estimate its size keeps Spark's default
+        return None
+    wanted = math.ceil(size / WINDOW_INPUT_BYTES)
+    return wanted if wanted > default else None
+
+
+def classify_ratings(parsed: DataFrame, ingest: IngestConfig,
+                     partitions: Optional[int] = None) -> DataFrame:
+    """Add the final ``reason`` (NULL = kept) to parsed ratings: scale and duplicate rules.
+    ``partitions``: the duplicate window's partition count (``window_partitions``; None:
+    ``spark.sql.shuffle.partitions``)."""
     lo, hi = ingest.rating_min, ingest.rating_max
     scale_reason = F.when(
         F.col("reason").isNull() & ((F.col("rating") < lo) | (F.col("rating") > hi)),
@@ -76,13 +102,13 @@ def classify_ratings(parsed: DataFrame, ingest: IngestConfig) -> DataFrame:
         parsed.withColumn("reason", scale_reason), ["user_id", "item_id"],
         [F.col("timestamp_seconds").desc_nulls_last(), F.col("source_file").desc(),
          F.col("split_start").desc(), F.col("split_line").desc()],
-        "duplicate (user_id, item_id) pair", " (latest timestamp)")
+        "duplicate (user_id, item_id) pair", " (latest timestamp)", partitions)
 
 
 def classify_movies(parsed: DataFrame) -> DataFrame:
     """Add the final ``reason`` to parsed movies: a repeated movie id keeps its first line."""
     return _keep_first(parsed, ["movie_id"], ["source_file", "split_start", "split_line"],
-                       "duplicate movie_id", "")
+                       "duplicate movie_id", "", partitions=None)
 
 
 # Stands in a duplicate's reason for the kept line ("line N", "line N of FILE") until the kept
@@ -91,12 +117,18 @@ _KEPT = "{kept}"
 _KEPT_COLUMNS = ("_kept_file", "_kept_start", "_kept_line")
 
 
-def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str) -> DataFrame:
+def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str,
+                partitions: Optional[int]) -> DataFrame:
     """Good rows (NULL reason) of each ``keys`` value ranked by ``order``: the first keeps its
     NULL reason, the others are rejected naming its line (and its file when it is another
     file), kept in ``_KEPT_COLUMNS``. Rows already rejected are ranked apart and keep their
     reason: one window over all rows, so the source is computed once (a union of the good and
-    the bad rows would compute it once for each)."""
+    the bad rows would compute it once for each). ``partitions``: the window's partition count
+    (None: ``spark.sql.shuffle.partitions``)."""
+    if partitions is not None:
+        # Hashed on the keys alone, which the window's (keys, _good) partitioning accepts as
+        # they are: one shuffle, not two.
+        rows = rows.repartition(partitions, *keys)
     # The window keys on a column, not on the expression: each use of an expression key is
     # aliased anew, and Spark would shuffle and sort the rows again for every window column.
     columns = rows.columns
@@ -188,9 +220,15 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
     ``table_reader`` reads table sources (BigQuery tables or queries).
     """
     files = readers.resolve_files(source, spark)
-    classified = classify_ratings(
-        readers.read_ratings(spark, source, files.ratings, table_reader), ingest_cfg)
-    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    parsed = readers.read_ratings(spark, source, files.ratings, table_reader)
+    partitions = window_partitions(parsed)
+    classified = classify_ratings(parsed, ingest_cfg, partitions)
+    # The classified rows are read three times (counts, rejects, ratings). An input large
+    # enough to spread the window wider than Spark's default keeps them on disk only: in
+    # memory, ML-25M's (raw lines and file names included) took about 1 GB of a 2 GB driver's
+    # heap beside the window's sort, and the sort ran out of it (docs/performance.md).
+    level = StorageLevel.DISK_ONLY if partitions else StorageLevel.MEMORY_AND_DISK
+    classified = classified.persist(level)
     header_lines = readers.has_header_lines(source)
     ratings_rejected, ratings_stats = _rejects(classified, files.ratings_label, header_lines)
     movies = movies_rejected = movies_stats = None
