@@ -186,6 +186,34 @@ def test_real_lines_mixed_with_every_kind_of_bad_line(spark, tmp_path):
     assert kept == oracle and len(kept) == len(good) == 200
 
 
+def test_a_wide_window_on_disk_gives_the_same_tables_on_the_whole_sample(spark, tmp_path,
+                                                                          monkeypatch):
+    """The large-input rule on the whole shipped sample (100,004 lines, 2.4 MB): with 64 KB of
+    input a partition it asks for 38 window partitions (more than the session's 2), so the
+    classified rows persist on disk only, and every line still arrives with the values a
+    plain-Python reading of the file gives, nothing rejected."""
+    sample = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "ml-latest-small",
+                          "ratings.csv")
+    with open(sample, newline="") as fh:
+        rows = [line.split(",") for line in fh.read().split("\r\n")[1:] if line]
+    oracle = {(int(u), int(i)): float(r) for u, i, r, _ in rows}
+    assert len(oracle) == len(rows) == 100_004
+    monkeypatch.setattr(ingest, "WINDOW_INPUT_BYTES", 64 << 10)
+    cfg = config(tmp_path, sample, fmt="ml-latest", **{"ingest.rating_min": 0.5})
+    files = readers.resolve_files(cfg.source, spark)
+    parsed = readers.read_ratings(spark, cfg.source, files.ratings)
+    assert ingest.window_partitions(parsed) == -(-os.path.getsize(sample) // (64 << 10)) == 38
+    jsc = spark.sparkContext._jsc
+    cached_before = set(jsc.getPersistentRDDs().keySet())
+    result = ingest.ingest(spark, cfg.source, cfg.ingest)
+    added = [rdd.getStorageLevel() for key, rdd in jsc.getPersistentRDDs().items()
+             if key not in cached_before]
+    assert [(level.useDisk(), level.useMemory()) for level in added] == [(True, False)]
+    kept = {(r.user_id, r.item_id): r.rating for r in result.ratings.collect()}
+    assert kept == oracle
+    assert result.ratings_rejected.count() == 0 and result.ratings_stats.rejected_rows == 0
+
+
 def _local_bytes_read(spark):
     """Bytes read so far through Hadoop's local file system in this JVM (local mode: the tasks
     run in the driver's JVM, so their reads are counted here too)."""

@@ -67,7 +67,8 @@ class IngestResult:
 
 # Input bytes per partition of the duplicate rule's window (``window_partitions``). Measured:
 # ML-25M's 681 MB .dat in 8 partitions (3.1 M rows a task) ran a 2 GB driver out of heap in
-# the window's sort; 64 partitions completed (docs/performance.md).
+# the window's sort; in 82, with the classified rows on disk (``ingest``), the whole tutorial
+# completes in 2 GB (docs/performance.md).
 WINDOW_INPUT_BYTES = 8 << 20
 
 
