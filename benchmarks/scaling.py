@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import zipfile
 from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,11 +95,13 @@ def fit_run(ratings: str, iterations: int, checkpoint_dir: str, overrides=()) ->
 
     model = fit(table, cfg.model, progress=progress)
     time.sleep(12)  # one executor heartbeat (10 s) carries the last peaks
-    executors = {e["id"]: {
-        "jvm_heap_mb": e.get("peakMemoryMetrics", {}).get("JVMHeapMemory", 0) >> 20,
-        "jvm_rss_mb": e.get("peakMemoryMetrics", {}).get("ProcessTreeJVMRSSMemory", 0) >> 20,
-        "python_rss_mb": e.get("peakMemoryMetrics", {}).get("ProcessTreePythonRSSMemory", 0) >> 20,
-        "cores": e.get("totalCores")} for e in _get(api, "allexecutors")}
+    names = {"jvm_heap_mb": "JVMHeapMemory", "jvm_rss_mb": "ProcessTreeJVMRSSMemory",
+             "python_rss_mb": "ProcessTreePythonRSSMemory"}
+    executors = {}
+    for e in _get(api, "allexecutors"):
+        peaks = e.get("peakMemoryMetrics", {})
+        executors[e["id"]] = {**{key: peaks.get(metric, 0) >> 20 for key, metric in names.items()},
+                              "cores": e.get("totalCores")}
     spark.stop()
     seconds = [row["duration_ms"] / 1000 for row in model.training_info]
     shuffled = [b - a for (_, a), (_, b) in zip(marks, marks[1:])]
@@ -121,14 +122,10 @@ def fit_run(ratings: str, iterations: int, checkpoint_dir: str, overrides=()) ->
 
 
 def _zip_recsys(folder: str) -> str:
-    """recsys as the --py-files zip (README's Dataproc route)."""
+    """recsys as the --py-files zip, by README's Dataproc command
+    (``python3 -m zipfile -c dist/recsys.zip recsys``)."""
     path = os.path.join(folder, "recsys.zip")
-    with zipfile.ZipFile(path, "w") as archive:
-        for root, _, files in os.walk(os.path.join(REPO, "recsys")):
-            for name in files:
-                if name.endswith(".py"):
-                    full = os.path.join(root, name)
-                    archive.write(full, os.path.relpath(full, REPO))
+    subprocess.run([sys.executable, "-m", "zipfile", "-c", path, "recsys"], cwd=REPO, check=True)
     return path
 
 

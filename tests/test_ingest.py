@@ -265,7 +265,7 @@ def test_the_duplicate_rule_shuffles_the_rows_once(spark, tmp_path, monkeypatch,
     shares one partitioning (an expression as the window key is aliased anew for each window
     column, and Spark shuffled and sorted 1 M rows four times). An input larger than
     ``spark.sql.shuffle.partitions`` x WINDOW_INPUT_BYTES (here 4 bytes a partition: the
-    21-byte file asks for 6, the session has 2) is hashed into one partition per
+    22-byte file asks for 6, the session has 2) is hashed into one partition per
     WINDOW_INPUT_BYTES, still in one exchange and with the same rows."""
     lines = [(b"1::1::5::1", None), (b"1::1::4::2", None)]
     path = write_lines(tmp_path / "ratings.dat", lines)
