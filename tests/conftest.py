@@ -124,8 +124,23 @@ SLOW_IN_DEFAULT_FILES = (
 )
 
 
+# Files that run longest, longest first (measured: `pytest -m "e2e or slow" --durations=0`,
+# docs/development.md). The marked tiers run on two pytest-xdist workers, one file per worker at
+# a time (`-n 2 --dist loadfile`), which take files in collection order: started last, the
+# longest file would run alone at the end (longest processing time first).
+LONGEST_FILES_FIRST = ("test_runs.py", "test_distributed.py", "test_reliability.py",
+                       "test_model.py", "test_tuning.py")
+
+
+def _file_rank(item) -> int:
+    name = os.path.basename(str(item.path))
+    return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST else len(
+        LONGEST_FILES_FIRST)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselection reads the markers
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_file_rank)  # stable: each file keeps its own order
     unmatched = set(SLOW_IN_DEFAULT_FILES)
     for item in items:
         name = item.nodeid.split("tests/", 1)[-1]
