@@ -9,12 +9,6 @@ switched). There the script prints ``BARRIER <boundary> <run id>`` on stdout and
 line arrives on stdin; the test then kills the process group (SIGKILL) or releases it. ``-``
 stops nowhere.
 
-With ``RECSYS_BARRIER_PRESTART=1`` the script first builds the job's SparkSession, prints
-``READY`` and waits for a line on stdin before the run begins (lock, stages, commit): the test
-starts the next run that way while the current one is held at its barrier, idle, so that the
-next JVM's start-up is not on the test's critical path. The run itself is unchanged: the job's
-own ``build_session`` attaches to the session already built.
-
 ``write:<table>`` stops in the middle of that table's write, inside a Spark task: the task of
 the write's first partition, once the write has started (its version folder exists), connects to 127.0.0.1:$RECSYS_BARRIER_PORT (a socket the test listens on), sends the
 same ``BARRIER`` line and blocks until it receives a byte (or is killed). Test code only: the
@@ -82,24 +76,7 @@ def _stall_first_partition(port: int, message: str):
     return stall
 
 
-def prestart(argv) -> None:
-    """Build the session ``argv`` configures, print READY and wait for a line on stdin (at
-    end of input, exit without running)."""
-    from recsys.config import load_config
-    from recsys.runner.cli import parse_args, session_conf
-    from recsys.session import build_session
-
-    args = parse_args(argv, "pipeline", "pipeline")
-    cfg = load_config(args.config, args.overrides, job="pipeline")
-    build_session(cfg.spark, session_conf(cfg, "pipeline"))
-    print("READY", flush=True)
-    if not sys.stdin.readline():  # the test ended without a go: no run
-        sys.exit(3)
-
-
 if __name__ == "__main__":
     boundary, *rest = sys.argv[1:]
     install(boundary)
-    if os.environ.get("RECSYS_BARRIER_PRESTART") == "1":
-        prestart(rest)
     sys.exit(run_job(pipeline.run_pipeline, rest, job="pipeline"))

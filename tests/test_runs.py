@@ -68,24 +68,6 @@ def finish(proc, timeout=420):
     return out, err
 
 
-def start_ready(*argv, env=None):
-    """tests/barrier_run.py started with its session built (RECSYS_BARRIER_PRESTART): it has
-    printed READY and waits for ``go`` before its run begins. Started while another run is held
-    at a barrier, its JVM start-up overlaps that wait."""
-    proc = start(BARRIER, *argv, env=dict(env or {}, RECSYS_BARRIER_PRESTART="1"))
-    line = proc.stdout.readline()
-    if line.strip() != "READY":
-        kill(proc)
-        raise AssertionError(f"not ready: {line!r}; stderr: {proc.stderr.read()[-3000:]}")
-    return proc
-
-
-def go(proc):
-    proc.stdin.write("\n")
-    proc.stdin.flush()
-    return proc
-
-
 def wait_barrier(proc, boundary):
     """Block on the run's stdout until it reports the boundary; its run id."""
     for line in proc.stdout:
@@ -160,13 +142,9 @@ def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_ov
     assert manifest(sink, run_a)["success"] is True
 
     killed = None
-    following = start_ready(BOUNDARIES[0], *args(source_b, sink))
-    for at, boundary in enumerate(BOUNDARIES):
-        proc = go(following)
+    for boundary in BOUNDARIES:
+        proc = start(BARRIER, boundary, *args(source_b, sink))
         run_b = wait_barrier(proc, boundary)
-        # The next run's session starts while this one is held; its run begins after the kill.
-        after = BOUNDARIES[at + 1] if at + 1 < len(BOUNDARIES) else "-"
-        following = start_ready(after, *args(source_b, sink))
         kill(proc)
         assert current_run(sink) == run_a, boundary
         assert tables_of(sink) == before, f"killed after {boundary}: the tables changed"
@@ -179,7 +157,8 @@ def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_ov
         # .current (the commit point) still names A, and the next run marks it failed.
         assert manifest(sink, run_b)["success"] is (True if boundary == "switch" else None)
 
-    _, err = finish(go(following))
+    proc = start(BARRIER, "-", *args(source_b, sink))
+    _, err = finish(proc)
     assert f"taking over the stale lock of run {killed}" in err
     assert manifest(sink, killed)["success"] is False
     run_c = current_run(sink)
@@ -222,13 +201,12 @@ def test_killed_in_the_middle_of_a_table_write_changes_nothing(sources, warehous
             assert len(partial) == 1, partial  # the killed run's version folder, begun
             folder = os.path.join(versions, partial.pop())
             assert not os.path.exists(os.path.join(folder, "_SUCCESS"))
-            following = start_ready("-", *args(source_b, sink))  # while this run is held
             kill(proc)
     assert current_run(sink) == run_a
     assert tables_of(sink) == before
     assert manifest(sink, run_b)["success"] is None
 
-    finish(go(following))
+    finish(start(BARRIER, "-", *args(source_b, sink)))
     assert not os.path.exists(folder)
     assert len(os.listdir(versions)) == 2 and kept <= set(os.listdir(versions))
     assert ratings_table(sink) == plain_ratings(source_b)
