@@ -10,7 +10,7 @@
 #                    spatial extension, installed for HOME=.venv-bqemu/home so the emulator's
 #                    `INSTALL spatial; LOAD spatial` works offline
 #   .venv-spark35/   pyspark 3.5 + google-cloud-bigquery + pytest and the other test extras (xxhash,
-#                    pillow, pytest-xdist) + this repo (editable): the BigQuery tier and the 3.5 pass of .ci/run
+#                    pillow) + this repo (editable): the BigQuery tier and the 3.5 pass of .ci/run
 # The spark-bigquery-connector jar is NOT downloaded here: the tests put
 # com.google.cloud.spark:spark-3.5-bigquery:0.42.1 in spark.jars.packages and Spark's Ivy fetches it
 # from Maven Central on first use (cached in ~/.ivy2). Only Spark 3.5 is covered: the Spark 4.0
@@ -21,7 +21,7 @@ ROOT=$PWD
 
 # --- pinned versions (tested together) ---
 BQEMU_PKGS="bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy==2.4.6 google-cloud-bigquery==3.47.0"
-SPARK35_PKGS="pyspark==3.5.9 google-cloud-bigquery==3.47.0 pandas==3.1.1 pyarrow==26.0.1 pytest==9.2.0 pytest-xdist==3.8.0 xxhash==4.1.0 pillow==13.0.0"
+SPARK35_PKGS="pyspark==3.5.9 google-cloud-bigquery==3.47.0 pandas==3.1.1 pyarrow==26.0.1 pytest==9.2.0 xxhash==4.1.0 pillow==13.0.0"
 
 log() { echo "[bigquery setup] $*"; }
 
