@@ -42,7 +42,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import synthetic  # noqa: E402  (benchmarks/synthetic.py)
-from standalone import spark_submit, standalone_cluster  # noqa: E402
+from standalone import spark_submit, standalone_cluster, zip_recsys  # noqa: E402
 
 SIZES = {"1m": synthetic.SHAPES["ml-1m"],
          "5m": synthetic.Shape(n_ratings=5_000_019, n_users=32_508, n_items=11_809),
@@ -121,18 +121,10 @@ def fit_run(ratings: str, iterations: int, checkpoint_dir: str, overrides=()) ->
     }
 
 
-def _zip_recsys(folder: str) -> str:
-    """recsys as the --py-files zip, by README's Dataproc command
-    (``python3 -m zipfile -c dist/recsys.zip recsys``)."""
-    path = os.path.join(folder, "recsys.zip")
-    subprocess.run([sys.executable, "-m", "zipfile", "-c", path, "recsys"], cwd=REPO, check=True)
-    return path
-
-
 def launch(master: str, ratings: str, args, env: dict, work: str) -> dict:
     """One run as a spark-submit process; its JSON line plus how it was run."""
     cmd = [spark_submit(), "--master", master, "--driver-memory", args.driver_memory,
-           "--py-files", _zip_recsys(work),
+           "--py-files", zip_recsys(work),
            "--conf", f"spark.pyspark.python={sys.executable}",
            "--conf", f"spark.pyspark.driver.python={sys.executable}",
            "--conf", "spark.executor.processTreeMetrics.enabled=true",

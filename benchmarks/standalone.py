@@ -27,11 +27,20 @@ from typing import Dict, Iterator, Tuple
 import pyspark
 
 SPARK_HOME = os.path.dirname(os.path.abspath(pyspark.__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def spark_submit() -> str:
     """The pip pyspark's spark-submit."""
     return os.path.join(SPARK_HOME, "bin", "spark-submit")
+
+
+def zip_recsys(folder) -> str:
+    """``folder``/recsys.zip, the ``--py-files`` archive, made by README's Dataproc command
+    (``python3 -m zipfile -c dist/recsys.zip recsys``); its path."""
+    path = os.path.join(str(folder), "recsys.zip")
+    subprocess.run([sys.executable, "-m", "zipfile", "-c", path, "recsys"], cwd=REPO, check=True)
+    return path
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from standalone import SPARK_HOME, standalone_cluster  # benchmarks/standalone.py
+from standalone import SPARK_HOME, standalone_cluster, zip_recsys  # benchmarks/standalone.py
 from test_reliability import assert_same_tables, finish, job_args, run, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,15 +58,14 @@ def test_standalone_cluster_gives_the_local_tables(source, local_tables, cluster
     dist = tmp_path / "dist"
     dist.mkdir()
     # README: mkdir -p dist && python3 -m zipfile -c dist/recsys.zip recsys
-    subprocess.run([sys.executable, "-m", "zipfile", "-c", str(dist / "recsys.zip"), "recsys"],
-                   cwd=REPO, check=True)
-    with zipfile.ZipFile(dist / "recsys.zip") as archive:
+    archive_path = zip_recsys(dist)
+    with zipfile.ZipFile(archive_path) as archive:
         assert "recsys/model/bqml_als.py" in archive.namelist()
     sink = tmp_path / "sink"
     # An empty spark.master: the session takes spark-submit's --master.
     args = job_args(source, sink, "--set", "spark.master=")
     cmd = [os.path.join(SPARK_HOME, "bin", "spark-submit"), "--master", url,
-           "--py-files", str(dist / "recsys.zip"), "--conf", "spark.executor.memory=1g",
+           "--py-files", archive_path, "--conf", "spark.executor.memory=1g",
            "--conf", f"spark.pyspark.python={sys.executable}",
            "--conf", f"spark.pyspark.driver.python={sys.executable}",
            os.path.join(REPO, "jobs", "pipeline.py"), *args,
