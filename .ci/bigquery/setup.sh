@@ -10,9 +10,7 @@
 #                    spatial extension, installed for HOME=.venv-bqemu/home so the emulator's
 #                    `INSTALL spatial; LOAD spatial` works offline
 #   .venv-spark35/   pyspark 3.5 + google-cloud-bigquery + pytest and the other test extras (xxhash,
-#                    pillow) + recsys's own dependencies + this repo on its path (a .pth file, what an
-#                    editable install leaves, but nothing is written into the repo: .ci/run runs this
-#                    beside the default tier's own install): the BigQuery tier and the 3.5 pass
+#                    pillow) + this repo (editable): the BigQuery tier and the 3.5 pass of .ci/run
 # The spark-bigquery-connector jar is NOT downloaded here: the tests put
 # com.google.cloud.spark:spark-3.5-bigquery:0.42.1 in spark.jars.packages and Spark's Ivy fetches it
 # from Maven Central on first use (cached in ~/.ivy2). Only Spark 3.5 is covered: the Spark 4.0
@@ -23,7 +21,7 @@ ROOT=$PWD
 
 # --- pinned versions (tested together) ---
 BQEMU_PKGS="bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy==2.4.6 google-cloud-bigquery==3.47.0"
-SPARK35_PKGS="pyspark==3.5.9 google-cloud-bigquery==3.47.0 pandas==3.1.1 pyarrow==26.0.1 pytest==9.2.0 xxhash==4.1.0 pillow==13.0.0 pyyaml==6.0.4"
+SPARK35_PKGS="pyspark==3.5.9 google-cloud-bigquery==3.47.0 pandas==3.1.1 pyarrow==26.0.1 pytest==9.2.0 xxhash==4.1.0 pillow==13.0.0"
 
 log() { echo "[bigquery setup] $*"; }
 
@@ -91,12 +89,9 @@ PY_SPARK=$(pick_python 10 "${SPARK35_PYTHON:-}" python3 python3.13 python3.12 py
 make_venv .venv-spark35 "$PY_SPARK"
 S=$(stamp_of "$SPARK35_PKGS$(cat pyproject.toml)")
 if [ "$(cat .venv-spark35/.setup-stamp 2>/dev/null)" != "$S" ]; then
-  log "installing into .venv-spark35: $SPARK35_PKGS + the repo (on its path)"
+  log "installing into .venv-spark35: $SPARK35_PKGS + the repo (editable)"
   .venv-spark35/bin/pip install -q --upgrade pip
-  .venv-spark35/bin/pip uninstall -q -y recsys 2>/dev/null || true  # an editable install of old
-  .venv-spark35/bin/pip install -q $SPARK35_PKGS
-  .venv-spark35/bin/python -c "import site; print(site.getsitepackages()[0])" \
-    | { read -r site_packages; echo "$ROOT" > "$site_packages/recsys-repo.pth"; }
+  .venv-spark35/bin/pip install -q $SPARK35_PKGS -e .
   echo "$S" > .venv-spark35/.setup-stamp
 fi
 .venv-spark35/bin/python -c "import pyspark, recsys, google.cloud.bigquery as b; print('[bigquery setup] .venv-spark35: pyspark', pyspark.__version__, '| google-cloud-bigquery', b.__version__)"
