@@ -40,8 +40,15 @@ def local_tables(reference_run):
 
 @pytest.mark.parametrize("master", ["local[1]", "local[4]"])
 def test_cores_do_not_change_the_tables(source, local_tables, master, tmp_path):
+    """A fresh process of the reference run's config and seed, on other cores, writes its
+    tables value for value (the top-5 lists in order)."""
     finish(run(job_args(source, tmp_path, "--set", f"spark.master={master}")), timeout=900)
-    assert_same_tables(snapshot(tmp_path), local_tables)
+    got = snapshot(tmp_path)
+    assert_same_tables(got, local_tables)
+    # Independently of the reference: every one of the 60 users has a top-5, and the bad line
+    # (line 8) is the one reject.
+    assert sorted(got["recommend_top5"]["user_id"]) == list(range(1, 61))
+    assert got["ratings_rejected"]["line_number"].tolist() == [8]
 
 
 @pytest.fixture(scope="module")

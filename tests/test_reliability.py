@@ -1,9 +1,8 @@
-"""Reruns and failed tasks (killed and concurrent runs: tests/test_runs.py). The fresh run and
-the failed-task run are separate processes of the real job; the reference run and the rerun run
-in-process on the suite's session.
+"""Reruns and failed tasks (killed and concurrent runs: tests/test_runs.py). The failed-task run
+is a separate process of the real job; the reference run and the rerun run in-process on the
+suite's session. Fresh processes of the same config and seed, on 1 and 4 cores and on a
+standalone cluster, write the reference run's tables: tests/test_distributed.py.
 
-- determinism: two runs of the same config and seed write identical tables (the top-5 lists in
-  the same order), compared value by value;
 - a rerun leaves the same tables, without duplicates or leftover versions;
 - a run in which one task fails once (local[2,2]) ends with the same tables as a clean run.
 """
@@ -83,23 +82,6 @@ def _plain(value):
 
 def versions(sink, name):
     return sorted(os.listdir(os.path.join(sink, DATASET, ".versions", name)))
-
-
-def test_same_config_and_seed_give_identical_tables(reference_run, small_source, tmp_path):
-    """A fresh run of the reference run's config as a separate process (tests/conftest.py:
-    ``small_source``, ``reference_run``, which ran in-process) writes the same tables."""
-    _, expected = reference_run
-    finish(run(job_args(small_source, tmp_path)))
-    got = snapshot(tmp_path)
-    assert_same_tables(got, expected)
-    # The top-5 lists themselves, in order (not only as sets).
-    top_a = {r.user_id: [e["item_id"] for e in r.recommendations]
-             for r in expected["recommend_top5"].itertuples()}
-    top_b = {r.user_id: [e["item_id"] for e in r.recommendations]
-             for r in got["recommend_top5"].itertuples()}
-    assert top_a == top_b and len(top_a) == 60
-    # The bad line is the one reject; every good line arrived.
-    assert got["ratings_rejected"]["line_number"].tolist() == [8]
 
 
 def test_rerun_is_idempotent(spark, reference_run, small_source, tmp_path):
