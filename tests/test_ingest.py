@@ -283,3 +283,37 @@ def test_the_duplicate_rule_shuffles_the_rows_once(spark, tmp_path, monkeypatch,
         assert f", {-(-size // 4)}), REPARTITION_BY_NUM" in plan, plan
     assert [r.reason for r in classified.orderBy("split_line").collect()] == [
         "duplicate (user_id, item_id) pair: {kept} is kept (latest timestamp)", None]
+
+
+def test_files_are_named_as_given_whatever_their_characters(spark, tmp_path):
+    """Spark hands the tasks %-escaped URIs; rejects name each file as the config gave it:
+    a space, '+', '%' and a non-ASCII letter in the folder and file names (text ratings,
+    Parquet ratings and the movies file, each read by another path)."""
+    import pandas as pd
+
+    folder = tmp_path / "odd dir+%41 é"
+    folder.mkdir()
+    ratings = write_lines(folder / "r+1 %2B é.dat", [
+        (b"1::10::5::978300760", None), (b"1::x::3::978300760", "bad"),
+        (b"1::10::4::978300700", "duplicate")])
+    movies = folder / "m +%.dat"
+    movies.write_bytes(b"10::Toy Story (1995)::Comedy\n10::Again (1995)::Drama\n")
+    cfg = config(tmp_path, ratings, **{"ingest.max_reject_fraction": 1.0,
+                                       "source.movies": str(movies)})
+    run_ingest(spark, cfg)
+    wh = LocalWarehouse(cfg.sink.path, cfg.sink.dataset)
+    assert sorted((r.source_file, r.line_number, r.reason)
+                  for r in wh.read(spark, "ratings_rejected").collect()) == [
+        (ratings, 2, "item_id is not an integer: 'x'"),
+        (ratings, 3, "duplicate (user_id, item_id) pair: line 1 is kept (latest timestamp)")]
+    assert [(r.source_file, r.line_number) for r in wh.read(spark, "movies_rejected").collect()
+            ] == [(str(movies), 2)]
+
+    table = folder / "p +%.parquet"
+    pd.DataFrame({"user_id": pd.array([1, None], dtype="Int64"), "item_id": [1, 2],
+                  "rating": [3.0, 2.0], "timestamp": [7, 8]}).to_parquet(table)
+    cfg = load_config(None, [f"source.ratings={table}", "source.format=parquet",
+                             f"sink.path={tmp_path / 'wh2'}", "ingest.max_reject_fraction=0.5"])
+    run_ingest(spark, cfg)
+    rejected = LocalWarehouse(cfg.sink.path, cfg.sink.dataset).read(spark, "ratings_rejected")
+    assert [(r.source_file, r.line_number) for r in rejected.collect()] == [(str(table), 2)]

@@ -15,7 +15,7 @@ from recsys.schemas import _META_FIELDS
 from recsys.sources import formats
 from recsys.config import SourceConfig
 from recsys.errors import InputError
-from recsys.sources.line_numbers import display_file_column
+from recsys.sources.line_numbers import display_file_name
 from recsys.sources.source_files import hadoop_name
 
 
@@ -26,8 +26,8 @@ def file_contents(spark: SparkSession, files: Sequence[str]) -> List[Tuple[str, 
     ``_Undecodable`` markers and rejected by ``parse_lines``.
     """
     rows = (spark.read.format("binaryFile").load([hadoop_name(f) for f in files])
-            .select(display_file_column("path").alias("file"), "content").collect())
-    by_file = {row.file: bytes(row.content) for row in rows}
+            .select("path", "content").collect())
+    by_file = {display_file_name(row.path, escaped=False): bytes(row.content) for row in rows}
     return [(f, by_file.get(f, b"")) for f in files]
 
 

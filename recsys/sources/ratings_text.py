@@ -24,7 +24,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from recsys.schemas import _META_FIELDS, PARSED_RATINGS_SCHEMA
 from recsys.sources import formats
 from recsys.config import SourceConfig
-from recsys.sources.line_numbers import display_file_column, split_line_numbers
+from recsys.sources.line_numbers import display_file_names, split_line_numbers
 from recsys.sources.line_parsing import parse_line, rows_batch
 from recsys.sources.source_files import entries, hadoop_name
 from recsys.tasks import python_task
@@ -97,14 +97,13 @@ def parse_ratings_text(spark: SparkSession, paths: Sequence[str], parser: format
     (``split_line``); ``number_lines`` turns that into the line in the file.
     """
     lines = spark.read.text([hadoop_name(p) for p in entries(paths)]).select(
-        "value", F.col("_metadata.file_path").alias("_path"),
+        "value", F.col("_metadata.file_path").alias("_file"),
         F.col("_metadata.file_block_start").alias("_start"))
-    lines = lines.select("value", display_file_column("_path").alias("_file"), "_start")
     return lines.mapInArrow(_arrow_ratings_parser(parser, layout), PARSED_RATINGS_SCHEMA)
 
 
 def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
-    """The mapInArrow function: text batches (value, _file display name, _start) to
+    """The mapInArrow function: text batches (value, _file URI, _start) to
     PARSED_RATINGS_SCHEMA batches, the simple lines first, then the others."""
     pattern = layout.simple_line()
     width = len(PARSED_RATINGS_SCHEMA.fields) - len(_META_FIELDS)
@@ -115,7 +114,7 @@ def _arrow_ratings_parser(parser: formats.LineParser, layout: _Layout):
         seen: Dict[Tuple[str, int], int] = {}  # lines of each split read so far by this task
         for batch in batches:
             numbers = split_line_numbers(batch, seen)
-            files, starts = batch.column("_file"), batch.column("_start")
+            files, starts = display_file_names(batch.column("_file")), batch.column("_start")
             # Lines are bytes here: Spark hands over what it read, not always valid UTF-8.
             raw = batch.column("value").cast(pa.binary())
             # A file's line 1 may be a header or start with a BOM: formats' parser decides.

@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from recsys.schemas import PARSED_MOVIES_SCHEMA, PARSED_RATINGS_SCHEMA
 from recsys.sources import formats
 from recsys.config import SourceConfig
-from recsys.sources.line_numbers import (display_file_column, has_header_lines, line_offset,
+from recsys.sources.line_numbers import (display_file_name, has_header_lines, line_offset,
                                          line_offsets, number_lines, with_line_numbers)
 from recsys.sources.line_parsing import (decode_lines, file_contents, parse_lines,
                                          parser_or_fail, shared_header)
@@ -38,7 +38,7 @@ from recsys.sources.source_files import SourceFiles, entries, hadoop_name, resol
 from recsys.sources.source_tables import TableReader, parse_table
 
 __all__ = [
-    "SourceFiles", "TableReader", "_Layout", "display_file_column", "entries",
+    "SourceFiles", "TableReader", "_Layout", "display_file_name", "entries",
     "has_header_lines", "line_offset", "line_offsets", "number_lines", "read_movies",
     "read_ratings", "resolve_files", "with_line_numbers",
 ]

@@ -16,7 +16,7 @@ from recsys.schemas import _META_FIELDS
 from recsys.sources import formats
 from recsys.config import SourceConfig
 from recsys.errors import InputError
-from recsys.sources.line_numbers import display_file_column, split_line_numbers
+from recsys.sources.line_numbers import display_file_names, split_line_numbers
 from recsys.sources.line_parsing import rows_batch
 from recsys.sources.source_files import hadoop_name
 from recsys.tasks import python_task
@@ -45,10 +45,9 @@ def parse_table(spark: SparkSession, source: SourceConfig, files: Sequence[str],
     picked = [(F.col(c).cast("string") if c else F.lit(None).cast("string")).alias(f"_c{k}")
               for k, c in enumerate(columns)]
     if source.format == "parquet":
-        placed = table.select(*picked, F.col("_metadata.file_path").alias("_path"),
+        # _file: the URI, made a display name in the tasks (``display_file_names``).
+        placed = table.select(*picked, F.col("_metadata.file_path").alias("_file"),
                               F.col("_metadata.file_block_start").alias("_start"))
-        placed = placed.select(*[f"_c{k}" for k in range(len(columns))],
-                               display_file_column("_path").alias("_file"), "_start")
     else:
         placed = table.select(*picked, F.lit(label).alias("_file"),
                               F.spark_partition_id().cast("long").alias("_start"))
@@ -82,6 +81,6 @@ def _arrow_table_parser(columns: Sequence[Optional[str]],
             yield rows_batch(
                 [parse_row(list(v), start, number, file) for v, start, number, file in zip(
                     values, batch.column("_start").to_pylist(), numbers,
-                    batch.column("_file").to_pylist())], arrow_schema)
+                    display_file_names(batch.column("_file")).to_pylist())], arrow_schema)
 
     return parse
