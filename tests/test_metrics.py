@@ -51,12 +51,9 @@ def test_log_error_is_null_where_undefined(spark):
 
 
 @pytest.mark.parametrize("n", [300_000, 300_001])
-def test_median_is_exact_where_only_the_middle_is_collected(spark, n, monkeypatch):
-    """Enough rows that the approximate bounds leave most values out (6 / MEDIAN_ACCURACY of
-    them are collected); every error distinct but for a block of repeated rows (ties)."""
-    from recsys.evaluation import metrics
-
-    monkeypatch.setattr(metrics, "MEDIAN_ACCURACY", 1000)
+def test_median_is_exact_where_only_the_middle_is_collected(spark, n):
+    """Enough rows that the middle bin holds a small share of them; every error distinct but
+    for a block of repeated rows (ties)."""
     rng = np.random.default_rng(n)
     label = rng.integers(1, 11, size=n) / 2.0
     pred = label + rng.normal(0.0, 1.0, size=n)
@@ -65,3 +62,28 @@ def test_median_is_exact_where_only_the_middle_is_collected(spark, n, monkeypatc
     pdf = __import__("pandas").DataFrame({"rating": label, "predicted_rating": pred})
     got = metrics_dict(regression_metrics(spark.createDataFrame(pdf)))
     assert got["median_absolute_error"] == np.median(np.abs(label - pred))
+
+
+@pytest.mark.parametrize("case", ["middle across two bins", "one distinct value",
+                                  "NaN, infinities and NULLs", "NaN in the middle"])
+def test_median_and_msle_at_the_edges_as_spark_sql_gives_them(spark, case):
+    """The median and MSLE's definedness (the lowest label or prediction) against Spark SQL's
+    own percentile and MIN over the same rows (NaN above every number)."""
+    rows = {
+        # 1.0 and 1.0 + 2**-40 share a bin; 1.5 is in another: the middle pair spans two bins.
+        "middle across two bins": [(2.0, 1.0), (3.0, 1.5), (1.0, 0.0), (1.0, 2.0 + 2 ** -40)],
+        "one distinct value": [(4.0, 3.0)] * 5,
+        "NaN, infinities and NULLs": [(1.0, float("nan")), (2.0, float("inf")), (None, 1.0),
+                                      (3.0, None), (1.0, 1.5), (-2.0, 0.5)],
+        "NaN in the middle": [(1.0, float("nan")), (2.0, float("nan")), (1.0, 1.25)],
+    }[case]
+    df = spark.createDataFrame(rows, "rating double, predicted_rating double")
+    got = metrics_dict(regression_metrics(df))
+    want = df.selectExpr(
+        "percentile(abs(rating - predicted_rating), 0.5) AS median",
+        "least(min(rating), min(predicted_rating)) AS lowest").head()
+    median = got["median_absolute_error"]
+    assert (median == want["median"]) or (np.isnan(median) and np.isnan(want["median"]))
+    lowest = want["lowest"]
+    defined = lowest is not None and (np.isnan(lowest) or lowest > -1.0)
+    assert (got["mean_squared_log_error"] is not None) == defined

@@ -6,27 +6,30 @@
   prediction is <= -1, where the logarithm is undefined (rather than silently skipping rows)
 - median_absolute_error    = exact median of |label - prediction| (midpoint of the two middle
   values for an even count, as numpy.median), found without holding every value in one task:
-  approximate quantiles bound the middle, then only the values between the bounds are collected
+  a histogram of the values' leading bits finds the bin of the middle, then only that bin's
+  values are collected
 - r2_score                 = 1 - SUM(err^2) / (COUNT * VAR_POP(label))
 - explained_variance       = 1 - VAR_POP(err) / VAR_POP(label)
 
 Sums are exact (``recsys.sums``), so a metric does not depend on the order in which Spark merges
-partial sums: the same model and rows give the same value to the last bit on every run. They are
-taken in two passes over the scored rows, neither with DECIMAL arithmetic: Spark counts the rows
-and bounds the median, then Arrow tasks add every sum in fixed point and collect the median's
-middle values (DECIMAL aggregation cost 7 s of the 8 s of the metrics on 1 M rows).
+partial sums: the same model and rows give the same value to the last bit on every run. One
+Arrow pass over the scored rows adds every sum in fixed point (DECIMAL aggregation cost 7 s of
+the 8 s of the metrics on 1 M rows), counts the rows and the histogram; a second collects the
+middle bin's values (Spark's approximate quantiles, which bounded the middle before, cost 2.5 s
+of a 1 M-row evaluation, docs/performance.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Dict, List, Optional
+import struct
+from typing import Dict, Optional
 
 import numpy as np
 import pyarrow as pa
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recsys import schemas
@@ -34,12 +37,17 @@ from recsys.sums import FixedPointSum, exact_sum
 from recsys.tasks import python_task
 
 
-# Relative rank accuracy of the approximate quantiles that bound the median: about
-# 6 / MEDIAN_ACCURACY of the rows (15 k of ML-25M's 25 M) are collected to find it exactly.
-MEDIAN_ACCURACY = 10_000
+# |err| is binned by the leading bits of its IEEE-754 pattern, which order non-negative doubles
+# as their values do: 11 exponent and 12 mantissa bits, bins 1/4096 of their value wide (NaN,
+# above every number for Spark, in a bin of its own after them).
+_BIN_SHIFT = 40
+_NAN_BIN = 1 << 24
+_INF_BITS = 0x7FF0000000000000
 # The sums of the metrics, each over the non-NULL values of one per-row quantity.
 SUMS = ("abs_err", "sq_err", "log_error", "label", "label_sq", "err")
-_PARTIAL_SCHEMA = "sums string, below long, middle array<double>"
+_COUNTS = ("n", "err", "log_error", "label")
+_PARTIAL_SCHEMA = "sums string, counts array<long>, lowest double, bins array<long>, " \
+                  "bin_counts array<long>"
 
 
 def regression_metrics(df: DataFrame, *, col_rating: str = "rating",
@@ -54,79 +62,91 @@ def regression_metrics(df: DataFrame, *, col_rating: str = "rating",
     scored = (df.select(label.alias("label"), pred.alias("pred"))
               .withColumn("err", F.col("label") - F.col("pred"))
               .withColumn("log_error", log_error)
-              .persist(StorageLevel.MEMORY_AND_DISK))  # read twice: counts, then the sums
-    margin = 2.0 / MEDIAN_ACCURACY
-    counts = scored.agg(
-        F.count(F.lit(1)).alias("n"), F.count("err").alias("err"),
-        F.count("log_error").alias("log_error"), F.count("label").alias("label"),
-        F.least(F.min("label"), F.min("pred")).alias("lowest"),
-        F.percentile_approx(F.abs("err"), [max(0.5 - margin, 0.0), min(0.5 + margin, 1.0)],
-                            MEDIAN_ACCURACY).alias("bounds"),
-    ).head().asDict()
-    sums, below, middle = _arrow_pass(scored, counts["bounds"])
+              .persist(StorageLevel.MEMORY_AND_DISK))  # read twice: sums, then the median's bin
+    sums, counts, histogram = _arrow_pass(scored)
     if any(s.needs_spark for s in sums.values()):  # values beyond the Arrow range
         values = _spark_sums(scored)
     else:
         values = {name: s.value() for name, s in sums.items()}
     metrics = _combine(values, counts)
-    metrics["median_absolute_error"] = _exact_median(scored, counts["err"], below, middle,
-                                                     counts["bounds"])
+    metrics["median_absolute_error"] = _exact_median(scored, counts["err"], histogram)
     scored.unpersist()
     return df.sparkSession.createDataFrame(
         [tuple(metrics[name] for name in schemas.EXPLICIT_METRICS)], schemas.EVALUATE_SCHEMA)
 
 
-def _arrow_pass(scored: DataFrame, bounds):
-    """Every sum of ``SUMS`` (``FixedPointSum``), the count of |err| below the median's lower
-    bound and the |err| values between the bounds, from one partial per Arrow task."""
-    low, high = bounds if bounds is not None else (math.nan, math.nan)
-    rows = scored.select("label", "err", "log_error").mapInArrow(
-        _partials(low, high), _PARTIAL_SCHEMA).collect()
+def _arrow_pass(scored: DataFrame):
+    """Every sum of ``SUMS`` (``FixedPointSum``), the counts of ``_COUNTS`` with the lowest
+    label or prediction, and the histogram of |err| (bins ascending, their counts), from one
+    partial per Arrow task."""
+    rows = scored.mapInArrow(_partials, _PARTIAL_SCHEMA).collect()
     sums = {name: FixedPointSum() for name in SUMS}
+    counts = dict.fromkeys(_COUNTS, 0)
+    lows, bins, bin_counts = [], [], []
     for row in rows:
         part = json.loads(row["sums"])
         sums = {name: sums[name].merge(FixedPointSum.from_json(part[name])) for name in SUMS}
-    return sums, sum(row["below"] for row in rows), [v for row in rows for v in row["middle"]]
+        counts = {name: counts[name] + n for name, n in zip(_COUNTS, row["counts"])}
+        if row["lowest"] is not None:
+            lows.append(row["lowest"])
+        bins += row["bins"]
+        bin_counts += row["bin_counts"]
+    counts["lowest"] = _spark_min(np.array(lows))
+    keys, where = np.unique(np.array(bins, np.int64), return_inverse=True)
+    histogram = np.zeros(len(keys), np.int64)
+    np.add.at(histogram, where, np.array(bin_counts, np.int64))
+    return sums, counts, (keys, histogram)
 
 
-def _partials(low: float, high: float):
-    """The mapInArrow function: one row per task with its exact partial sums (JSON) and its
-    part of the median's count and middle values."""
-    @python_task
-    def partial(batches):
-        sums = {name: FixedPointSum() for name in SUMS}
-        below, middle = 0, []
-        for batch in batches:
-            label, err, log_error = (_valid(batch.column(c)) for c in ("label", "err", "log_error"))
-            abs_err = np.abs(err)
-            for name, values in (("abs_err", err), ("sq_err", err * err),
-                                 ("log_error", log_error), ("label", label),
-                                 ("label_sq", label * label), ("err", err)):
-                sums[name].add(values)
-            below += int(np.count_nonzero(_lt(abs_err, low)))
-            middle += abs_err[_le(low, abs_err) & _le(abs_err, high)].tolist()
-        sums["abs_err"] = sums["abs_err"].absolute()  # |err| rounds as err does
-        yield pa.RecordBatch.from_pydict({
-            "sums": [json.dumps({name: s.to_json() for name, s in sums.items()})],
-            "below": [below], "middle": [middle]},
-            schema=pa.schema([("sums", pa.string()), ("below", pa.int64()),
-                              ("middle", pa.list_(pa.float64()))]))
-    return partial
+@python_task
+def _partials(batches):
+    """The mapInArrow function: one row per task with its exact partial sums (JSON), counts,
+    lowest label or prediction and histogram of |err|."""
+    sums = {name: FixedPointSum() for name in SUMS}
+    counts = dict.fromkeys(_COUNTS, 0)
+    lows, keys = [], []
+    for batch in batches:
+        label, pred, err, log_error = (_valid(batch.column(c))
+                                       for c in ("label", "pred", "err", "log_error"))
+        for name, values in (("abs_err", err), ("sq_err", err * err),
+                             ("log_error", log_error), ("label", label),
+                             ("label_sq", label * label), ("err", err)):
+            sums[name].add(values)
+        for name, size in zip(_COUNTS, (batch.num_rows, len(err), len(log_error), len(label))):
+            counts[name] += size
+        lows.append(_spark_min(np.concatenate([label, pred])))
+        keys.append(_bins(np.abs(err)))
+    sums["abs_err"] = sums["abs_err"].absolute()  # |err| rounds as err does
+    lows = [v for v in lows if v is not None]
+    bins, bin_counts = np.unique(np.concatenate(keys or [np.zeros(0, np.int64)]),
+                                 return_counts=True)
+    yield pa.RecordBatch.from_pydict({
+        "sums": [json.dumps({name: s.to_json() for name, s in sums.items()})],
+        "counts": [[counts[name] for name in _COUNTS]],
+        "lowest": [_spark_min(np.array(lows))],
+        "bins": [bins.tolist()], "bin_counts": [bin_counts.tolist()]},
+        schema=pa.schema([("sums", pa.string()), ("counts", pa.list_(pa.int64())),
+                          ("lowest", pa.float64()), ("bins", pa.list_(pa.int64())),
+                          ("bin_counts", pa.list_(pa.int64()))]))
+
+
+def _bins(abs_err: np.ndarray) -> np.ndarray:
+    """Each non-negative value's histogram bin; NaN in ``_NAN_BIN``, after every number."""
+    keys = abs_err.view(np.int64) >> _BIN_SHIFT
+    return np.where(np.isnan(abs_err), _NAN_BIN, keys)
+
+
+def _spark_min(values: np.ndarray) -> Optional[float]:
+    """MIN as Spark takes it over non-NULL doubles: NaN is above every number; None if empty."""
+    if not len(values):
+        return None
+    numbers = values[~np.isnan(values)]
+    return float(numbers.min()) if len(numbers) else math.nan
 
 
 def _valid(column: pa.Array) -> np.ndarray:
     """The non-NULL values of a DOUBLE column."""
     return column.drop_null().to_numpy(zero_copy_only=False)
-
-
-def _lt(a: np.ndarray, b: float) -> np.ndarray:
-    """``a < b`` as Spark compares doubles: NaN equals NaN and is above every number."""
-    return ~np.isnan(a) if math.isnan(b) else a < b
-
-
-def _le(a, b) -> np.ndarray:
-    """``a <= b`` as Spark compares doubles (one side an array, the other a scalar)."""
-    return np.asarray((a <= b) | np.isnan(b))
 
 
 def _spark_sums(scored: DataFrame) -> Dict[str, Optional[float]]:
@@ -173,21 +193,40 @@ def _try_divide(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _exact_median(scored: DataFrame, n: int, below: int, middle: List[float],
-                  bounds) -> Optional[float]:
+def _exact_median(scored: DataFrame, n: int, histogram) -> Optional[float]:
     """Median of |err| as Spark's ``percentile(abs(err), 0.5)`` computes it (``n`` non-NULL
-    values), given the count of values below the approximate lower bound and the values
-    between the bounds: the middle is sorted on the driver."""
+    values, NaN above every number), from the histogram (bins ascending, their counts): the
+    bins holding the two middle ranks are found by counting, and only their values are
+    collected and sorted."""
     if not n:
         return None
-    middle = sorted(middle)
+    keys, counts = histogram
     position = (n - 1) * 0.5  # percentile's interpolation between the two middle values
-    lower, upper = int(position) - below, -(-int(position * 2) // 2) - below
-    if not (0 <= lower <= upper < len(middle)):  # the bounds missed: Spark's exact aggregate
-        return scored.agg(F.expr("percentile(abs(err), 0.5)")).head()[0]
-    if lower == upper:
-        return float(middle[lower])
-    return float(0.5 * middle[lower] + 0.5 * middle[upper])
+    ranks = (int(position), -(-int(position * 2) // 2))
+    ends = np.cumsum(counts)  # ranks below the end of each bin
+    first, last = (int(np.searchsorted(ends, rank, side="right")) for rank in ranks)
+    below = int(ends[first] - counts[first])  # values in the bins before the first wanted one
+    abs_err = F.abs(F.col("err"))
+    picked = scored.where(_in_bins(abs_err, int(keys[first]), int(keys[last])))
+    values = np.sort(np.array([row[0] for row in picked.select(abs_err).collect()], np.float64))
+    lower, upper = values[ranks[0] - below], values[ranks[1] - below]
+    return float(lower) if ranks[0] == ranks[1] else float(0.5 * lower + 0.5 * upper)
+
+
+def _in_bins(value: Column, first: int, last: int) -> Column:
+    """Whether a non-negative double ``value`` is in the histogram bins ``first``..``last``, as
+    a Spark filter (the bins' bounds are doubles: a bin holds one leading-bits pattern)."""
+    def double(bits: int) -> float:
+        return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+    if first == _NAN_BIN:
+        return F.isnan(value)
+    inside = value >= double(first << _BIN_SHIFT)
+    upper = (last + 1) << _BIN_SHIFT
+    if upper <= _INF_BITS:  # the bins end at a number (or at infinity, a bin of its own)
+        return inside & (value < double(upper))
+    # The last wanted bin is infinity's; NaN, in a bin of its own, is wanted or not.
+    return inside & ~F.isnan(value) if last != _NAN_BIN else inside | F.isnan(value)
 
 
 def metrics_dict(metrics: DataFrame) -> Dict[str, float]:
