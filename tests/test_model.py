@@ -274,3 +274,19 @@ def test_l2_reg_literal_vs_mapped_on_movielens_sample(spark):
     print("regParam, training MSE, R2:", results)
     assert results["mapped"][0] == pytest.approx(9.83 * 671 / 100004)  # per_user
     assert results["mapped"][1] < results["literal"][1]
+
+
+@pytest.mark.parametrize("held_out", [False, True])
+def test_the_model_describes_its_training_rows(small_frame, small_ratings, held_out):
+    """Rows, distinct users and items, and mean rating of the training rows (pandas), with
+    and without evaluation rows whose users and items the training rows lack (bigquery_ml
+    counts them while indexing the ids when there are none)."""
+    spark = small_ratings.sparkSession
+    eval_rows = (spark.createDataFrame(pd.DataFrame(
+        {"user_id": [1000, 1], "item_id": [1, 2000], "rating": [3.0, 4.0]}))
+        if held_out else None)
+    cfg = ModelConfig(num_factors=2, l2_reg=1.0, max_iterations=1, seed=3)
+    data = fit(small_ratings, cfg, eval_rows).data
+    assert (data["n_rows"], data["n_users"], data["n_items"]) == (
+        len(small_frame), small_frame.user_id.nunique(), small_frame.item_id.nunique())
+    assert data["mean_rating"] == pytest.approx(small_frame.rating.mean(), rel=1e-12)

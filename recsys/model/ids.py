@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Tuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -42,6 +43,13 @@ def build_index(df: DataFrame, col: str, *, index_col: str = INDEX_COL) -> DataF
     Indices follow the ascending order of the id value, so the mapping depends only on the set
     of ids. Raises a one-line ValueError if there are more than 2^31-1 distinct ids.
     """
+    return counted_index(df, col, index_col=index_col)[0]
+
+
+def counted_index(df: DataFrame, col: str, *,
+                  index_col: str = INDEX_COL) -> Tuple[DataFrame, int]:
+    """``build_index`` and its number of ids, known while building it (counting the index
+    afterwards cost two Spark jobs per side)."""
     _require(df, col)
     if index_col == col:
         raise ValueError(f"index column {index_col!r} must differ from the id column")
@@ -67,7 +75,8 @@ def build_index(df: DataFrame, col: str, *, index_col: str = INDEX_COL) -> DataF
         field = df.schema[col]
         schema = StructType([StructField(col, field.dataType, False),
                              StructField(index_col, IntegerType(), False)])
-        return df.sparkSession.createDataFrame(list(zip(values, range(len(values)))), schema)
+        index = df.sparkSession.createDataFrame(list(zip(values, range(len(values)))), schema)
+        return index, len(values)
     ranged = ids.orderBy(F.col(col).asc()).checkpoint(eager=True)
     # monotonically_increasing_id() = (partition id << 33) + row position in the partition.
     part = F.spark_partition_id()
@@ -86,7 +95,7 @@ def build_index(df: DataFrame, col: str, *, index_col: str = INDEX_COL) -> DataF
     offsets_df = spark.createDataFrame(offsets, f"{_PART} int, {_OFFSET} long")
     # The cast cannot fail: total <= MAX_IDS was checked above.
     index = (F.col(_OFFSET) + F.col(_POS)).cast(IntegerType()).alias(index_col)
-    return placed.join(F.broadcast(offsets_df), _PART).select(F.col(col), index)
+    return placed.join(F.broadcast(offsets_df), _PART).select(F.col(col), index), total
 
 
 def to_index(df: DataFrame, index: DataFrame, col: str, *, index_col: str = INDEX_COL,

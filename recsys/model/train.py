@@ -82,9 +82,11 @@ def default_num_factors(n_rows: int) -> int:
 
 
 def describe_training_data(ratings: DataFrame, *, col_user: str, col_item: str,
-                           col_rating: str) -> Dict[str, Any]:
+                           col_rating: str, distinct: bool = True) -> Dict[str, Any]:
     """Counts, mean rating and an order-independent fingerprint of the rows, in two passes:
-    the distinct counts apart (together they would multiply every row through Spark's Expand)."""
+    the distinct counts apart (together they would multiply every row through Spark's Expand).
+    ``distinct=False`` leaves ``n_users`` and ``n_items`` None, for a caller that counts them
+    while indexing the ids."""
     cols = ", ".join(f"`{c}`" for c in ratings.columns)
     row_hash = F.expr(f"xxhash64({cols})")
     row = ratings.agg(
@@ -97,7 +99,8 @@ def describe_training_data(ratings: DataFrame, *, col_user: str, col_item: str,
         F.expr(f"bit_xor(xxhash64({cols}))").alias("hash_xor"),
     ).head().asDict()
     row.update(ratings.agg(F.countDistinct(col_user).alias("n_users"),
-                           F.countDistinct(col_item).alias("n_items")).head().asDict())
+                           F.countDistinct(col_item).alias("n_items")).head().asDict()
+               if distinct else {"n_users": None, "n_items": None})
     high, low = row.pop("hash_high"), row.pop("hash_low")
     hash_sum = None if high is None else high * 2 ** 32 + low
     digest = hashlib.sha256(f"{row['n_rows']}|{hash_sum}|{row.pop('hash_xor')}"
@@ -147,8 +150,11 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     fit_start = time.perf_counter()
     ratings = ratings.select(cfg.user_col, cfg.item_col,
                              F.col(cfg.rating_col).cast("double").alias(cfg.rating_col)).cache()
+    # Without evaluation rows the bigquery_ml fit's id indices hold exactly the training ids:
+    # their sizes are the distinct counts, and describe skips its second pass.
     data = describe_training_data(ratings, col_user=cfg.user_col, col_item=cfg.item_col,
-                                  col_rating=cfg.rating_col)
+                                  col_rating=cfg.rating_col,
+                                  distinct=cfg.solver != "bigquery_ml" or eval_ratings is not None)
     if data["n_rows"] == 0:
         raise InputError("training table is empty")
     options = resolve_options(cfg, data)
@@ -174,10 +180,12 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     both = ratings if eval_ratings is None else ratings.unionByName(
         eval_ratings.select(*ratings.columns))
     try:
-        user_index = ids.build_index(both, cfg.user_col, index_col="_idx")
-        item_index = ids.build_index(both, cfg.item_col, index_col="_idx")
+        user_index, n_users = ids.counted_index(both, cfg.user_col, index_col="_idx")
+        item_index, n_items = ids.counted_index(both, cfg.item_col, index_col="_idx")
     except ValueError as exc:  # more distinct ids than an INT32 index
         raise InputError(str(exc)) from None
+    if data["n_users"] is None:  # no evaluation rows: the indices hold the training ids
+        data.update(n_users=n_users, n_items=n_items)
     # The start of a user's factors: a hash of the id and the seed (bqml_als module docstring).
     hashes = user_index.select(F.col("_idx").alias("_hu"),
                                F.xxhash64(F.col(cfg.user_col), F.lit(cfg.seed))
@@ -197,7 +205,6 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     if eval_ratings is not None:
         table = table.unionByName(rows(eval_ratings.select(*ratings.columns), True))
     table = table.join(F.broadcast(hashes), F.col(USER_IDX) == F.col("_hu")).drop("_hu")
-    n_users, n_items = user_index.count(), item_index.count()
     timings["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     warm_users = None
