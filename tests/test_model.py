@@ -149,12 +149,18 @@ def test_early_stop_cannot_apply_to_spark_als_final(spark, small_frame, small_ra
         spark, small_frame, rank=4, reg_param=reg, iterations=5, seed=3, l2_reg=1.0), rel=1e-5)
 
 
+@pytest.mark.parametrize("one_task", [True, False], ids=["one task", "range sort"])
 def test_weights_and_embeddings_are_the_oracle_model_in_id_order(spark, small_frame,
-                                                                  small_ratings):
+                                                                  small_ratings, one_task,
+                                                                  monkeypatch):
     """ML.WEIGHTS: the schema, the global row, and every user's and item's factors and
     intercept equal the NumPy oracle's; rows ordered users then items by numeric id (not as
     text: 2 before 10), the global row last. ML.GENERATE_EMBEDDING: factors + [intercept];
-    the vector-search embedding: the intercepts folded in so that a dot product predicts."""
+    the vector-search embedding: the intercepts folded in so that a dot product predicts.
+    Both ways of writing the tables: from one task (small models), Spark's range sort."""
+    from recsys.model import weights as weights_module
+
+    monkeypatch.setattr(weights_module, "ONE_TASK_ROWS", 10 ** 6 if one_task else 0)
     model = fit(small_ratings, ModelConfig(num_factors=3, l2_reg=1.0, max_iterations=5,
                                            early_stop=False, seed=1))
     table = weights(spark, model)
@@ -164,6 +170,7 @@ def test_weights_and_embeddings_are_the_oracle_model_in_id_order(spark, small_fr
     want = bqml_explicit_als(small_frame.user_id.to_numpy(), small_frame.item_id.to_numpy(),
                              small_frame.rating.to_numpy(), rank=3, l2_reg=1.0,
                              intercept_l2_reg=1.0, iterations=5, seed=1)[-1]
+    assert table.rdd.getNumPartitions() == 1 or not one_task
     rows = table.collect()
     users, items = sorted(want["users"]), sorted(want["items"])
     assert [(r.processed_input, r.feature) for r in rows] == (

@@ -28,8 +28,21 @@ from recsys import schemas
 from recsys.model.trained_model import FACTORS, INTERCEPT, TrainedModel
 
 
+# Models of at most this many users and items (every MovieLens release) get each table from
+# one task: sorted there, ML.WEIGHTS needs no sampling job and no shuffle (ML-1M's 9,746 rows
+# took four Spark jobs), and each table is one file. Larger models keep Spark's range sort.
+ONE_TASK_ROWS = 1_000_000
+
+
 def _sides(model: TrainedModel):
     return ((model.col_user, model.users), (model.col_item, model.items))
+
+
+def _one_task(model: TrainedModel) -> bool:
+    """Whether the model is small enough to write its tables from one task (the counts of its
+    training data; a split's evaluation-only ids add few)."""
+    sizes = [model.data.get("n_users"), model.data.get("n_items")]
+    return None not in sizes and sum(sizes) <= ONE_TASK_ROWS
 
 
 def weights(spark: SparkSession, model: TrainedModel) -> DataFrame:
@@ -52,7 +65,10 @@ def weights(spark: SparkSession, model: TrainedModel) -> DataFrame:
     # row_number window instead moved every row to one partition (and Spark warned).
     stacked = users.unionByName(items, allowMissingColumns=True) \
         .unionByName(global_row, allowMissingColumns=True)
-    return stacked.orderBy("_order", "_key0", "_key1").drop("_order", "_key0", "_key1")
+    order = ("_order", "_key0", "_key1")
+    ordered = (stacked.coalesce(1).sortWithinPartitions(*order) if _one_task(model)
+               else stacked.orderBy(*order))
+    return ordered.drop(*order)
 
 
 def embeddings(model: TrainedModel) -> DataFrame:
@@ -67,4 +83,5 @@ def embeddings(model: TrainedModel) -> DataFrame:
         F.concat(F.col(FACTORS), F.array(intercept)).alias("ml_generate_embedding_result"),
         F.concat(F.col(FACTORS), tail).alias(schemas.SEARCH_EMBEDDING))
         for (col, table), tail in zip(_sides(model), tails)]
-    return parts[0].unionByName(parts[1])
+    stacked = parts[0].unionByName(parts[1])
+    return stacked.coalesce(1) if _one_task(model) else stacked
