@@ -70,8 +70,9 @@ def test_median_and_msle_at_the_edges_as_spark_sql_gives_them(spark, case):
     """The median and MSLE's definedness (the lowest label or prediction) against Spark SQL's
     own percentile and MIN over the same rows (NaN above every number)."""
     rows = {
-        # 1.0 and 1.0 + 2**-40 share a bin; 1.5 is in another: the middle pair spans two bins.
-        "middle across two bins": [(2.0, 1.0), (3.0, 1.5), (1.0, 0.0), (1.0, 2.0 + 2 ** -40)],
+        # |err| 1.0 and 1.0 + 2**-40 share a bin, 1.5 and 2.0 have their own: the middle pair
+        # (1.0 + 2**-40, 1.5) spans two bins, the first of them holding a smaller value too.
+        "middle across two bins": [(2.0, 1.0), (1.0, 2.0 + 2 ** -40), (3.0, 1.5), (4.0, 2.0)],
         "one distinct value": [(4.0, 3.0)] * 5,
         "NaN, infinities and NULLs": [(1.0, float("nan")), (2.0, float("inf")), (None, 1.0),
                                       (3.0, None), (1.0, 1.5), (-2.0, 0.5)],
