@@ -147,13 +147,18 @@ def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str,
 
 
 def ratings_table(classified: DataFrame) -> DataFrame:
-    """The ``ratings`` table (tutorial schema), sorted by user and item."""
+    """The ``ratings`` table (tutorial schema), each file sorted by user and item.
+
+    The duplicate rule's window (``classify_ratings``) left the rows hashed by (user, item) and
+    sorted by them within each partition: written as they are, with no global sort, which cost a
+    range-sampling job and a second shuffle of every row (about 3 s of ML-1M's ingest,
+    docs/performance.md). Which rows, and so every later table, do not depend on it."""
     kept = classified.where(F.col("reason").isNull())
     return (kept.select(
         F.col("user_id").cast("long"), F.col("item_id").cast("long"),
         F.col("rating").cast("double"),
         F.timestamp_seconds(F.col("timestamp_seconds")).alias("timestamp"),
-    ).orderBy("user_id", "item_id"))
+    ).sortWithinPartitions("user_id", "item_id"))
 
 
 def movies_table(classified: DataFrame) -> DataFrame:
