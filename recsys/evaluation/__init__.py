@@ -5,26 +5,28 @@ sums), never the runner, the sinks or the sources."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
-from pyspark.sql import DataFrame
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
-from recsys import model
-from recsys.model import TrainedModel, recommend
+    from recsys.model import TrainedModel
 
 
-def model_metrics_for(trained: TrainedModel, table: DataFrame,
+def model_metrics_for(trained: "TrainedModel", table: "DataFrame",
                       col_rating: str) -> Dict[str, Optional[float]]:
     """As ``model_metrics``, given the rating column."""
+    # Imported here, not with the package: a task's Python worker that unpickles a function of
+    # ``metrics`` imports this package first, and the model's modules cost it about 0.6 s.
+    from recsys.evaluation import implicit_metrics, metrics
+    from recsys.model import recommend, scoring
+
     if trained.implicit:
         # Each truth user ranks every model item, scored block by block: no table of the pairs.
         return implicit_metrics.metrics_dict(implicit_metrics.model_implicit_metrics(
             trained, table, col_rating=col_rating))
     pred_col = recommend.prediction_column(trained, col_rating)
-    scored = model.score_pairs(trained, table, pred_col)
+    scored = scoring.score_pairs(trained, table, pred_col)
     return metrics.metrics_dict(metrics.regression_metrics(
         scored, col_rating=col_rating, col_prediction=pred_col))
 
-
-# Imported last: these modules import model_metrics_for's package.
-from recsys.evaluation import implicit_metrics, metrics  # noqa: E402
