@@ -188,3 +188,25 @@ def test_implicit_half_step_solves_the_weighted_normal_equations(spark, sample):
         grad = -2 * (y * (c * (p - y @ x))[:, None]).sum(axis=0) + 2 * L2 * x
         worst = max(worst, np.abs(grad).max())
     assert worst < 1e-9
+
+
+def test_the_rating_pieces_wait_on_disk(spark, sample, monkeypatch):
+    """The pieces the blocks are built from are kept on disk, not in the heap the blocks are
+    built in (a 2 GB driver ran out of it at ML-25M shape), and the fit still gives the
+    oracle's loss."""
+    from recsys.model import rating_blocks
+
+    levels = []
+    build = rating_blocks._side_blocks
+
+    def recording(pieces, side, num_blocks):
+        level = pieces.getStorageLevel()
+        levels.append((side, level.useDisk, level.useMemory))
+        return build(pieces, side, num_blocks)
+
+    monkeypatch.setattr(rating_blocks, "_side_blocks", recording)
+    train, test, train_df, test_df = sample
+    model = fit(train_df, config(max_iterations=1), test_df)
+    assert levels == [(0, True, False), (1, True, False)]
+    want = oracle(train, test, 1)
+    assert model.training_info[0]["loss"] == pytest.approx(want[0]["loss"], rel=1e-8, abs=0)

@@ -250,6 +250,34 @@ def test_the_ratings_table_keeps_the_window_order_without_another_shuffle(
     assert written == oracle
 
 
+def test_the_movies_table_is_one_file_sorted_by_movie_id(spark, tmp_path):
+    """The whole shipped catalogue (9,125 movies): ``movies`` is written as one file sorted by
+    movie id, with no exchange above the cached rows (no range-sampling job, no shuffle), and
+    holds what Python's csv module reads from the file."""
+    import csv
+    import glob
+
+    import pandas as pd
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "ml-latest-small")
+    with open(os.path.join(folder, "movies.csv"), newline="", encoding="utf-8") as fh:
+        oracle = [(int(m), t, g) for m, t, g in list(csv.reader(fh))[1:]]
+    assert len(oracle) == 9_125
+    ratings = write_lines(tmp_path / "ratings.csv", [
+        (b"userId,movieId,rating,timestamp", None), (b"1,1,4.0,964982703", None)])
+    cfg = config(tmp_path, ratings, fmt="ml-latest",
+                 **{"source.movies": os.path.join(folder, "movies.csv")})
+    result = ingest.ingest(spark, cfg.source, cfg.ingest)
+    plan = result.movies._jdf.queryExecution().executedPlan().toString()
+    assert "Exchange" not in plan.split("InMemoryRelation")[0], plan
+    out = str(tmp_path / "movies")
+    result.movies.write.parquet(out)
+    files = glob.glob(os.path.join(out, "*.parquet"))
+    assert len(files) == 1
+    frame = pd.read_parquet(files[0])
+    assert list(zip(frame.movie_id, frame.movie_title, frame.genre)) == sorted(oracle)
+
+
 def _local_bytes_read(spark):
     """Bytes read so far through Hadoop's local file system in this JVM (local mode: the tasks
     run in the driver's JVM, so their reads are counted here too)."""

@@ -162,9 +162,11 @@ def ratings_table(classified: DataFrame) -> DataFrame:
 
 
 def movies_table(classified: DataFrame) -> DataFrame:
-    """The ``movies`` table (tutorial schema), sorted by movie id."""
+    """The ``movies`` table (tutorial schema): one file, sorted by movie id. A catalogue is small
+    (62 k movies in ML-25M): sorted in one task, with no range-sampling job and no shuffle."""
     kept = classified.where(F.col("reason").isNull())
-    return kept.select("movie_id", "movie_title", "genre").orderBy("movie_id")
+    return (kept.select("movie_id", "movie_title", "genre").coalesce(1)
+            .sortWithinPartitions("movie_id"))
 
 
 def rejected_table(classified: DataFrame, offsets: dict) -> DataFrame:
