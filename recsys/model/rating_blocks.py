@@ -60,10 +60,10 @@ def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1)) -> Tuple[RDD,
             yield from _cut(1, (items, users, values, is_eval), num_blocks)
 
     cut = ratings.select(*names).mapInArrow(pieces, "side int, block int, payload binary")
-    # On disk: read once per side and then dropped, the pieces (every rating twice) would
-    # otherwise hold heap beside the blocks being built from them. With a 2 GB driver at ML-25M
-    # shape, pieces kept in memory left no room for a block's record (Java heap space while
-    # persisting the built blocks, docs/performance.md).
+    # On disk only: the pieces (every rating twice) are read once per side and dropped, and in
+    # memory they hold heap the blocks being built from them need. A 2 GB driver at ML-25M
+    # shape ran out of heap persisting the built blocks with the pieces in memory and disk, and
+    # completed with them on disk; at ML-1M disk costs nothing measurable (docs/performance.md).
     cached = cut.rdd.map(lambda r: ((r[0], r[1]), bytes(r[2]))).persist(StorageLevel.DISK_ONLY)
     both = tuple(_side_blocks(cached, side, num_blocks) for side in sides)
     cached.unpersist()
