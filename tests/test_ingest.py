@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from conftest import SAMPLE
 from recsys import schemas
 from recsys.config import load_config
 from recsys.errors import InputError
@@ -141,8 +142,7 @@ def test_real_lines_mixed_with_every_kind_of_bad_line(spark, tmp_path):
     rejected with its reason and line number."""
     import os
 
-    sample = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "ml-latest-small",
-                          "ratings.csv")
+    sample = os.path.join(SAMPLE, "ratings.csv")
     with open(sample, "rb") as fh:
         header, *good = fh.read().splitlines()[:201]
     u, i, r, t = good[0].split(b",")
@@ -186,17 +186,22 @@ def test_real_lines_mixed_with_every_kind_of_bad_line(spark, tmp_path):
     assert kept == oracle and len(kept) == len(good) == 200
 
 
+def _sample_ratings():
+    """The shipped sample's ratings.csv: its path, its data lines split at commas, and
+    {(user, item): rating} as plain Python reads them."""
+    sample = os.path.join(SAMPLE, "ratings.csv")
+    with open(sample, newline="") as fh:
+        rows = [line.split(",") for line in fh.read().split("\r\n")[1:] if line]
+    return sample, rows, {(int(u), int(i)): float(r) for u, i, r, _ in rows}
+
+
 def test_a_wide_window_on_disk_gives_the_same_tables_on_the_whole_sample(spark, tmp_path,
                                                                           monkeypatch):
     """The large-input rule on the whole shipped sample (100,004 lines, 2.4 MB): with 64 KB of
     input a partition it asks for 38 window partitions (more than the session's 2), so the
     classified rows persist on disk only, and every line still arrives with the values a
     plain-Python reading of the file gives, nothing rejected."""
-    sample = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "ml-latest-small",
-                          "ratings.csv")
-    with open(sample, newline="") as fh:
-        rows = [line.split(",") for line in fh.read().split("\r\n")[1:] if line]
-    oracle = {(int(u), int(i)): float(r) for u, i, r, _ in rows}
+    sample, rows, oracle = _sample_ratings()
     assert len(oracle) == len(rows) == 100_004
     monkeypatch.setattr(ingest, "WINDOW_INPUT_BYTES", 64 << 10)
     cfg = config(tmp_path, sample, fmt="ml-latest", **{"ingest.rating_min": 0.5})
@@ -225,11 +230,7 @@ def test_the_ratings_table_keeps_the_window_order_without_another_shuffle(
 
     import pandas as pd
 
-    sample = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "ml-latest-small",
-                          "ratings.csv")
-    with open(sample, newline="") as fh:
-        rows = [line.split(",") for line in fh.read().split("\r\n")[1:] if line]
-    oracle = {(int(u), int(i)): float(r) for u, i, r, _ in rows}
+    sample, _, oracle = _sample_ratings()
     if bytes_per_partition:
         monkeypatch.setattr(ingest, "WINDOW_INPUT_BYTES", bytes_per_partition)
     cfg = config(tmp_path, sample, fmt="ml-latest", **{"ingest.rating_min": 0.5})
@@ -259,14 +260,13 @@ def test_the_movies_table_is_one_file_sorted_by_movie_id(spark, tmp_path):
 
     import pandas as pd
 
-    folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "ml-latest-small")
-    with open(os.path.join(folder, "movies.csv"), newline="", encoding="utf-8") as fh:
+    with open(os.path.join(SAMPLE, "movies.csv"), newline="", encoding="utf-8") as fh:
         oracle = [(int(m), t, g) for m, t, g in list(csv.reader(fh))[1:]]
     assert len(oracle) == 9_125
     ratings = write_lines(tmp_path / "ratings.csv", [
         (b"userId,movieId,rating,timestamp", None), (b"1,1,4.0,964982703", None)])
     cfg = config(tmp_path, ratings, fmt="ml-latest",
-                 **{"source.movies": os.path.join(folder, "movies.csv")})
+                 **{"source.movies": os.path.join(SAMPLE, "movies.csv")})
     result = ingest.ingest(spark, cfg.source, cfg.ingest)
     plan = result.movies._jdf.queryExecution().executedPlan().toString()
     assert "Exchange" not in plan.split("InMemoryRelation")[0], plan

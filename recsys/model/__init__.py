@@ -44,10 +44,4 @@ def __dir__():
     return sorted(set(globals()) | set(_HOMES))
 
 
-__all__ = [
-    "DEFAULT_REG_PARAM_RULE", "FACTORS", "INTERCEPT", "INTERCEPT_SWEEPS", "ITEMS_DIR",
-    "METADATA_DIR", "SPARK_REG_PARAM_RULES", "TrainedModel", "USERS_DIR", "cast_ids",
-    "default_num_factors", "describe_training_data", "fit", "fit_intercepts", "load",
-    "resolve_options", "save", "score_pairs", "side", "solver_params", "spark_reg_param",
-    "training_loss", "with_training_metrics",
-]
+__all__ = sorted(_HOMES)
