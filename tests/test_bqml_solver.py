@@ -199,10 +199,10 @@ def test_the_rating_pieces_wait_on_disk(spark, sample, monkeypatch):
     levels = []
     build = rating_blocks._side_blocks
 
-    def recording(pieces, side, num_blocks):
+    def recording(pieces, side, num_blocks, center):
         level = pieces.getStorageLevel()
         levels.append((side, level.useDisk, level.useMemory))
-        return build(pieces, side, num_blocks)
+        return build(pieces, side, num_blocks, center)
 
     monkeypatch.setattr(rating_blocks, "_side_blocks", recording)
     train, test, train_df, test_df = sample

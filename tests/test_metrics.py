@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from oracles import regression_metrics as numpy_metrics
-from recsys.evaluation.metrics import metrics_dict, regression_metrics
+from recsys.evaluation.metrics import metrics_dict, prediction_metrics, regression_metrics
 
 pytestmark = pytest.mark.spark
 
@@ -88,3 +88,90 @@ def test_median_and_msle_at_the_edges_as_spark_sql_gives_them(spark, case):
     lowest = want["lowest"]
     defined = lowest is not None and (np.isnan(lowest) or lowest > -1.0)
     assert (got["mean_squared_log_error"] is not None) == defined
+
+
+class ArrayParts:
+    """Rows as NumPy (rating, prediction) arrays cut into parts: the interface
+    ``prediction_metrics`` reads (``recsys.model.bqml_als.TrainingPredictions``), run here on
+    the driver."""
+
+    def __init__(self, label, pred, parts):
+        self.parts = list(zip(np.array_split(label, parts), np.array_split(pred, parts)))
+
+    def map(self, fn):
+        return [fn(label, pred) for label, pred in self.parts]
+
+
+def same(a, b):
+    """Equal to the last bit (None and NaN equal themselves)."""
+    return a == b or (a is not None and b is not None and np.isnan(a) and np.isnan(b))
+
+
+@pytest.mark.parametrize("case", ["ratings and predictions", "undefined log", "NaN and infinity",
+                                  "one row"])
+def test_metrics_of_arrays_are_the_tables_to_the_last_bit(spark, case):
+    """``prediction_metrics`` (the per-row values in NumPy, rows in parts) against
+    ``regression_metrics`` of the same rows in a table (the per-row values by Spark SQL): every
+    metric the same double, or both NULL."""
+    rng = np.random.default_rng(5)
+    label = rng.integers(1, 11, size=20_001) / 2.0
+    pred = label + rng.normal(0.2, 0.9, size=len(label))  # some predictions below -1 ...
+    if case == "ratings and predictions":
+        pred = np.maximum(pred, -0.999)                    # ... kept above it here
+    if case == "NaN and infinity":
+        pred[[3, 70, 500]] = [np.nan, np.inf, -np.inf]
+    if case == "one row":
+        label, pred = label[:1], pred[:1]
+    pdf = __import__("pandas").DataFrame({"rating": label, "predicted_rating": pred})
+    want = metrics_dict(regression_metrics(spark.createDataFrame(pdf)))
+    got = prediction_metrics(ArrayParts(label, pred, parts=3))
+    assert list(got) == list(want)
+    for name in want:
+        assert same(got[name], want[name]), (name, got[name], want[name])
+    if case == "undefined log":
+        assert got["mean_squared_log_error"] is None
+
+
+@pytest.mark.parametrize("path", ["broadcast", "join", "split"])
+def test_a_fit_scores_its_own_training_ratings_as_the_table_is_scored(spark, path):
+    """ML.EVALUATE at training time from the predictions the bigquery_ml fit holds, with no
+    table read (``fit(score_training=...)``), on the whole shipped sample (100,004 ratings):
+    every metric the same double as scoring the training table (``model_metrics_for``) and
+    NumPy's formulas on the model's own tables. Where the fit does not hold them (the join
+    path, a split's evaluation rows) it leaves the metrics to the table."""
+    import pandas as pd
+
+    from conftest import SAMPLE
+    from recsys.config import ModelConfig
+    from recsys.evaluation import model_metrics_for
+    from recsys.model import fit
+
+    frame = pd.read_csv(f"{SAMPLE}/ratings.csv").rename(
+        columns={"userId": "user_id", "movieId": "item_id"})
+    ratings = spark.createDataFrame(frame[["user_id", "item_id", "rating"]]).cache()
+    held = spark.createDataFrame(frame[["user_id", "item_id", "rating"]].head(500))
+    cfg = ModelConfig(num_factors=8, l2_reg=9.83, max_iterations=2, early_stop=False, seed=3,
+                      broadcast_max_mb=0.0 if path == "join" else 64.0)
+    calls = []
+
+    def score(predictions):
+        calls.append(predictions.n_ratings)
+        return prediction_metrics(predictions)
+
+    model = fit(ratings, cfg, held if path == "split" else None, score_training=score)
+    if path != "broadcast":
+        assert calls == [] and model.training_metrics == {}
+        return
+    assert calls == [len(frame)] == [100_004]
+    got = model.training_metrics
+    table = model_metrics_for(model, ratings, "rating")
+    for name in table:
+        assert same(got[name], table[name]), (name, got[name], table[name])
+    users = model.users.toPandas().set_index("user_id")
+    items = model.items.toPandas().set_index("item_id")
+    u, i = users.loc[frame.user_id], items.loc[frame.item_id]
+    pred = (model.global_intercept + u.intercept.to_numpy() + i.intercept.to_numpy()
+            + np.einsum("nk,nk->n", np.stack(u.factors.to_numpy()), np.stack(i.factors.to_numpy())))
+    want = numpy_metrics(frame.rating.to_numpy(), pred)
+    for name in want:
+        assert got[name] == pytest.approx(want[name], rel=1e-9), name

@@ -30,3 +30,11 @@ def model_metrics_for(trained: "TrainedModel", table: "DataFrame",
     return metrics.metrics_dict(metrics.regression_metrics(
         scored, col_rating=col_rating, col_prediction=pred_col))
 
+
+def prediction_metrics(predictions) -> Optional[Dict[str, Optional[float]]]:
+    """ML.EVALUATE's explicit metrics of a fit's own predictions of its training ratings
+    (``metrics.prediction_metrics``; ``fit``'s ``score_training``)."""
+    from recsys.evaluation import metrics
+
+    return metrics.prediction_metrics(predictions)
+

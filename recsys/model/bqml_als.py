@@ -91,7 +91,21 @@ class SolvedSides:
     items: "States"
     history: List[Dict]
     path: str  # "broadcast" or "join": how the fixed side reached the tasks
+    rank: int
     _blocks: list  # the cached rating blocks; see release()
+
+    def training_predictions(self) -> Optional["TrainingPredictions"]:
+        """The final model's predictions of the training ratings, from the cached user blocks
+        (explicit feedback on the broadcast path, where the driver holds the users' states and
+        the items' are broadcast already); None otherwise. Call before ``release``."""
+        if self.path != "broadcast" or self.users.full is None or self.users.shipped is None:
+            return None
+        if self.users.full.shape[1] != self.rank + 1:  # implicit feedback: no intercepts
+            return None
+        blocks = self._blocks[0]
+        return TrainingPredictions(blocks, blocks.context.broadcast(self.users.full),
+                                   self.users.shipped, self.rank,
+                                   sum(s[0][1] for s in self.users.sums))
 
     def release(self) -> None:
         """Free the cached blocks, states and broadcasts once the states are written out."""
@@ -99,6 +113,35 @@ class SolvedSides:
         self.items.release()
         for blocks in self._blocks:
             blocks.unpersist()
+
+
+@dataclass
+class TrainingPredictions:
+    """Every training rating of a fit beside the final model's prediction of it, read where the
+    fit holds them (its cached user blocks and its states), with no table read or joined.
+    ``map(fn)`` calls ``fn(ratings, predictions)`` (NumPy arrays) in the tasks, once per block,
+    and returns the results in block order. Valid until the fit's ``release``."""
+
+    blocks: RDD
+    users: object   # broadcast: every user's [factors, intercept]
+    items: object   # broadcast: every item's [factors, intercept] (the fit's own)
+    rank: int
+    n_ratings: int
+
+    def map(self, fn: Callable[[np.ndarray, np.ndarray], object]) -> list:
+        users, items, rank = self.users, self.items, self.rank
+
+        def one(block: RowBlock):
+            forget_zip_importers()
+            return fn(*block.predictions(users.value[block.row_ids], items.value[block.needed],
+                                         rank))
+
+        return [value for _, value in sorted(self.blocks.mapValues(one).collect(),
+                                             key=lambda kv: kv[0])]
+
+    def release(self) -> None:
+        """Drop the users' broadcast (the items' is the fit's, released with it)."""
+        self.users.destroy()
 
 
 def default_num_blocks(n_ratings: int) -> int:
@@ -114,14 +157,15 @@ def default_num_blocks(n_ratings: int) -> int:
 
 
 def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: int,
-          progress: Optional[Callable[[str], None]] = None,
+          center: float = 0.0, progress: Optional[Callable[[str], None]] = None,
           warm_users: Optional[RDD] = None) -> SolvedSides:
     """Fit BigQuery ML's objective (explicit, or implicit when ``params.wals_alpha`` is set) on
     ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH; indices dense in 0..n-1).
+    ``center``: subtracted from every VALUE before it is fitted (explicit feedback's mu).
     ``warm_users``: (index, state) rows that replace those users' seeded start (warm start).
     Returns the final states and one ML.TRAINING_INFO row per iteration (``_info_row``)."""
     p = params
-    user_blocks, item_blocks = both_blocks(ratings, p.num_blocks)
+    user_blocks, item_blocks = both_blocks(ratings, p.num_blocks, center=center)
     state_bytes = max(n_users, n_items) * p.width * 8
     path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
     step = (_BroadcastStep(ratings.sparkSession, p.implicit) if path == "broadcast"
@@ -160,7 +204,7 @@ def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: in
                      f"({row['duration_ms'] / 1000:.1f}s)")
         if p.early_stop and len(history) >= 2 and rel_progress(history) < p.min_rel_progress:
             break
-    return SolvedSides(users=users, items=items, history=history, path=path,
+    return SolvedSides(users=users, items=items, history=history, path=path, rank=rank,
                        _blocks=[user_blocks, item_blocks])
 
 

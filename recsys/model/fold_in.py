@@ -92,7 +92,7 @@ def fold_in(model: TrainedModel, ratings: DataFrame) -> FoldIn:
     mu = float(model.global_intercept)
     table = used.select(F.col(USER_IDX).cast("long").alias(USER_IDX),
                         F.col(ITEM_IDX).cast("long").alias(ITEM_IDX),
-                        (F.col(col_rating) - F.lit(mu)).alias(VALUE),
+                        F.col(col_rating).cast("double").alias(VALUE),
                         F.lit(False).alias(IS_EVAL), F.lit(0).cast("long").alias(USER_HASH))
     params = _params(model, n_rows)
     # Implicit feedback: every unrated item enters through Y^T Y over all the model's items.
@@ -100,7 +100,7 @@ def fold_in(model: TrainedModel, ratings: DataFrame) -> FoldIn:
     solved_table = spark.createDataFrame([], bqml_als.STATE_SCHEMA)
     blocks = shipped = solved = None
     if n_rows:
-        blocks = user_blocks(table, params.num_blocks)
+        blocks = user_blocks(table, params.num_blocks, center=mu)
         solved, shipped = bqml_als.solve_against(blocks, fixed, params, gram)
         solved_table = spark.createDataFrame(bqml_als.solved_rows(solved, rank),
                                              bqml_als.STATE_SCHEMA)

@@ -13,8 +13,9 @@ ALS-WR scales it, see ``count_scaled``).
 
 BigQuery ML's explicit model carries its intercepts as one more unknown of each side: a user's
 state is ``[x_u, b_u]`` and an item's ``[y_i, b_i]``, so when users are solved the item design row
-is ``[y_i, 1]`` and the target ``r - mu - b_i`` (``design_and_offset``). Each half-step is then the
-exact minimiser of the whole objective over that side's factors and intercepts together.
+is ``[y_i, 1]`` and the target ``(r - mu) - b_i`` (``design_and_offset``; a block holds the
+ratings themselves and its ``center`` mu). Each half-step is then the exact minimiser of the whole
+objective over that side's factors and intercepts together.
 
 Batched: a block's rows are cut into chunks of similar rating counts, each gathered into a
 zero-padded (rows, width, d) tensor (padding points at an all-zero design row, so it adds exact
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from recsys.model.prediction import pair_scores
 
 CHUNK_CELLS = 1 << 18     # padded ratings per chunk (x d x 8 bytes: ~73 MB at d = 35)
 MAX_PADDING = 1.25        # rows of one chunk have counts within this ratio
@@ -112,7 +115,7 @@ class _Chunk:
     rows: np.ndarray      # local row positions solved by this chunk
     counts: np.ndarray    # their training rating counts
     cols: np.ndarray      # (rows, width) local column positions, padding -> len(needed)
-    values: np.ndarray    # (rows, width) values, padding 0
+    values: np.ndarray    # (rows, width) values, padding the block's center (a target of 0)
 
 
 @dataclass(frozen=True)
@@ -155,15 +158,18 @@ class RowBlock:
     hashes: Optional[np.ndarray]   # int64 id hash per row (the side that starts the fit)
     # other side's block -> local positions of the rows that block's columns reference
     out_links: Dict[int, np.ndarray] = field(default_factory=dict)
+    # Subtracted from every value before it is fitted (explicit feedback's global mean): the
+    # block keeps the ratings themselves, which the training metrics score (``predictions``).
+    center: float = 0.0
 
     @classmethod
     def build(cls, rows, cols, values, is_eval, *, num_blocks: int,
-              hashes: Optional[np.ndarray] = None,
+              hashes: Optional[np.ndarray] = None, center: float = 0.0,
               chunk_cells: int = CHUNK_CELLS) -> "RowBlock":
-        """A block from its ratings: global row and column indices, values (the target before
-        the fixed side's offset), an evaluation flag per rating, and optionally an id hash per
-        rating (the hash of its row). ``num_blocks`` is the other side's block count (column
-        ``c`` lives in block ``c % num_blocks``)."""
+        """A block from its ratings: global row and column indices, values (the ratings; the
+        target is ``value - center`` before the fixed side's offset), an evaluation flag per
+        rating, and optionally an id hash per rating (the hash of its row). ``num_blocks`` is
+        the other side's block count (column ``c`` lives in block ``c % num_blocks``)."""
         rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
         is_eval = np.asarray(is_eval, dtype=bool)
@@ -177,14 +183,16 @@ class RowBlock:
             row_hashes = np.asarray(hashes, dtype=np.int64)[order][first]
         train = ~is_eval
         counts = np.bincount(row_pos[train], minlength=len(row_ids))
-        chunks = chunk_rows(col_pos[train], values[train], counts, len(needed), chunk_cells)
+        chunks = chunk_rows(col_pos[train], values[train], counts, len(needed), chunk_cells,
+                            padding_value=center)
         out_links = {}
         col_block = cols % num_blocks
         for other in np.unique(col_block):
             out_links[int(other)] = np.unique(row_pos[col_block == other])
         return cls(row_ids=row_ids, counts=counts, needed=needed, chunks=chunks,
                    eval_rows=row_pos[is_eval], eval_cols=col_pos[is_eval],
-                   eval_values=values[is_eval], hashes=row_hashes, out_links=out_links)
+                   eval_values=values[is_eval], hashes=row_hashes, out_links=out_links,
+                   center=float(center))
 
     def solve(self, design: np.ndarray, offset: np.ndarray, ridge: np.ndarray, *,
               gram: Optional[np.ndarray] = None, alpha: Optional[float] = None,
@@ -193,7 +201,7 @@ class RowBlock:
         ``offset`` for ``needed`` (each with the all-zero padding row last, as
         ``design_and_offset`` gives). Rows without training ratings get 0.
 
-        Explicit (``alpha`` None): weights 1, target ``value - offset``. Implicit (WALS):
+        Explicit (``alpha`` None): weights 1, target ``(value - center) - offset``. Implicit (WALS):
         ``alpha`` gives confidence c = 1 + alpha * value for every rated column and 1 for every
         other one, preference 1 where rated and 0 elsewhere; ``gram`` is the fixed side's
         Y^T Y over all its rows, so the unrated columns are never materialised. ``count_scaled``
@@ -213,7 +221,8 @@ class RowBlock:
         for chunk in self.chunks:
             t = design[chunk.cols]                                   # (rows, width, d)
             if alpha is None:
-                target = chunk.values - offset[chunk.cols]           # padding: 0 - 0
+                # Padding: (center - center) - 0, an exact 0.
+                target = (chunk.values - self.center) - offset[chunk.cols]
                 normal = _gram(t, tile)
                 rhs = np.einsum("nwk,nw->nk", t, target)
             else:
@@ -238,12 +247,31 @@ class RowBlock:
         if len(self.eval_values):
             fitted = np.einsum("nk,nk->n", design[self.eval_cols], state[self.eval_rows])
             if alpha is None:
-                err = self.eval_values - offset[self.eval_cols] - fitted
+                err = (self.eval_values - self.center) - offset[self.eval_cols] - fitted
                 eval_sse = float(err @ err)
             else:
                 eval_sse = float(np.sum((1.0 + alpha * self.eval_values) * (1.0 - fitted) ** 2))
         return Solved(self.row_ids, state, self.counts, train_sse, eval_sse,
                       len(self.eval_values))
+
+    def predictions(self, row_states: np.ndarray, col_states: np.ndarray,
+                    rank: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(ratings, predictions) of the block's training ratings, rows being users:
+        ``row_states`` of ``row_ids`` and ``col_states`` of ``needed`` ([factors, intercept]
+        each). Predicted by ``prediction.pair_scores``, as the model's tables are scored, so
+        each is the same double as the scored table's."""
+        padding = len(self.needed)
+        ratings, predicted = [], []
+        for chunk in self.chunks:
+            rated = chunk.cols < padding
+            rows = np.broadcast_to(chunk.rows[:, None], chunk.cols.shape)[rated]
+            user, item = row_states[rows], col_states[chunk.cols[rated]]
+            ratings.append(chunk.values[rated])
+            predicted.append(pair_scores(self.center + user[:, rank], item[:, rank],
+                                         user[:, :rank], item[:, :rank]))
+        if not ratings:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(ratings), np.concatenate(predicted)
 
     def messages(self, state: np.ndarray) -> List[Tuple[int, Tuple[np.ndarray, np.ndarray]]]:
         """(other block, (global row ids, their states)) for every block whose columns
@@ -261,13 +289,14 @@ class RowBlock:
         return states[order]
 
 
-def chunk_rows(cols, values, counts, n_cols, chunk_cells=CHUNK_CELLS) -> List[_Chunk]:
+def chunk_rows(cols, values, counts, n_cols, chunk_cells=CHUNK_CELLS,
+               padding_value: float = 0.0) -> List[_Chunk]:
     """Rows with ratings cut into chunks of similar counts: ``cols`` and ``values`` of every
     rating grouped by row in row order, ``counts`` ratings per row; padding points at column
-    ``n_cols`` (the all-zero design row)."""
+    ``n_cols`` (the all-zero design row) with value ``padding_value``."""
     starts = np.r_[0, np.cumsum(counts)[:-1]]
     cols_sorted = np.append(cols.astype(np.int32), np.int32(n_cols))
-    values_sorted = np.append(values, 0.0)
+    values_sorted = np.append(values, float(padding_value))
     sentinel = len(cols_sorted) - 1
     by_count = np.argsort(counts, kind="stable")
     by_count = by_count[counts[by_count] > 0]

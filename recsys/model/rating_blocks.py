@@ -17,8 +17,9 @@ from pyspark.sql import DataFrame
 from recsys.model.normal_equations import RowBlock
 from recsys.tasks import forget_zip_importers
 
-# Input columns: dense row indices of both sides, the value to fit (rating - mu), the evaluation
-# flag (a split's held-out rows: scored, never fitted) and the user id's hash (starting factors).
+# Input columns: dense row indices of both sides, the rating (the blocks fit it less their
+# ``center``), the evaluation flag (a split's held-out rows: scored, never fitted) and the user
+# id's hash (starting factors).
 USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH = "_u", "_i", "_value", "_eval", "_h"
 # Ratings per pickled piece when grouping into blocks (a Spark binary value stays far below 2 GB).
 PIECE_ROWS = 1 << 20
@@ -29,14 +30,16 @@ def persist(rdd: RDD) -> RDD:
     return rdd.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def user_blocks(ratings: DataFrame, num_blocks: int) -> RDD:
+def user_blocks(ratings: DataFrame, num_blocks: int, center: float = 0.0) -> RDD:
     """The user side's blocks alone (``both_blocks``), for a solve against fixed items."""
-    return both_blocks(ratings, num_blocks, sides=(0,))[0]
+    return both_blocks(ratings, num_blocks, sides=(0,), center=center)[0]
 
 
-def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1)) -> Tuple[RDD, ...]:
+def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1),
+                center: float = 0.0) -> Tuple[RDD, ...]:
     """(user blocks, item blocks), or the ``sides`` asked for (0 users, 1 items): RDDs of
-    (block, RowBlock), block b in partition b, cached and materialised.
+    (block, RowBlock), block b in partition b, cached and materialised. ``center``: what the
+    blocks subtract from every rating before fitting it (``RowBlock.center``).
 
     The input is read once, as Arrow batches: each partition is cut into per-block pieces for
     both sides (pickled NumPy arrays), kept until both sides are built. Reading it once per side,
@@ -65,7 +68,7 @@ def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1)) -> Tuple[RDD,
     # shape ran out of heap persisting the built blocks with the pieces in memory and disk, and
     # completed with them on disk; at ML-1M disk costs nothing measurable (docs/performance.md).
     cached = cut.rdd.map(lambda r: ((r[0], r[1]), bytes(r[2]))).persist(StorageLevel.DISK_ONLY)
-    both = tuple(_side_blocks(cached, side, num_blocks) for side in sides)
+    both = tuple(_side_blocks(cached, side, num_blocks, center) for side in sides)
     cached.unpersist()
     return both
 
@@ -86,7 +89,7 @@ def _cut(side: int, arrays: Tuple[np.ndarray, ...], num_blocks: int) -> Iterator
                  pa.array([payload], pa.binary())], names=["side", "block", "payload"])
 
 
-def _side_blocks(pieces: RDD, side: int, num_blocks: int) -> RDD:
+def _side_blocks(pieces: RDD, side: int, num_blocks: int, center: float) -> RDD:
     """One side's pieces shuffled to their block's partition and built there into RowBlocks
     (persisted and counted)."""
 
@@ -98,7 +101,7 @@ def _side_blocks(pieces: RDD, side: int, num_blocks: int) -> RDD:
         for block, found in sorted(grouped.items()):
             arrays = [np.concatenate(a) for a in zip(*found)]
             yield block, RowBlock.build(arrays[0], arrays[1], arrays[2], arrays[3],
-                                        num_blocks=num_blocks,
+                                        num_blocks=num_blocks, center=center,
                                         hashes=arrays[4] if len(arrays) > 4 else None)
 
     blocks = (pieces.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))

@@ -134,14 +134,20 @@ def resolve_options(cfg: ModelConfig, data: Dict[str, Any]) -> Dict[str, Any]:
 
 def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] = None,
         progress: Optional[Callable[[str], None]] = None,
-        warm_start: Optional[TrainedModel] = None) -> TrainedModel:
+        warm_start: Optional[TrainedModel] = None,
+        score_training: Optional[Callable[["bqml_als.TrainingPredictions"],
+                                          Optional[Dict[str, Optional[float]]]]] = None
+        ) -> TrainedModel:
     """Train on ``ratings`` (columns ``cfg.user_col``, ``cfg.item_col``, ``cfg.rating_col``)
     with ``cfg.solver``.
 
     ``eval_ratings`` (a split's evaluation rows) only feeds ``eval_loss`` in training_info.
     ``progress`` receives a line per iteration (``bigquery_ml``). ``warm_start`` (a saved
     model, ``bigquery_ml``): its users start from their saved factors and intercepts, the
-    others from the seeded start.
+    others from the seeded start. ``score_training``: metrics of the final model on the
+    training ratings from their predictions where the fit holds them (``bigquery_ml``,
+    explicit, broadcast path, no ``eval_ratings``), kept as the model's ``training_metrics``;
+    elsewhere, or when it returns None, the model has none and the caller scores the table.
     """
     missing = [c for c in (cfg.user_col, cfg.item_col, cfg.rating_col) if c not in ratings.columns]
     if missing:
@@ -161,7 +167,7 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
     timings: Dict[str, float] = {"describe": time.perf_counter() - fit_start}
     if cfg.solver == "bigquery_ml":
         model = _fit_bigquery_ml(ratings, cfg, eval_ratings, options, data, timings, progress,
-                                 warm_start)
+                                 warm_start, score_training)
     elif warm_start is not None:
         raise ConfigError("model.warm_start needs model.solver bigquery_ml")
     else:
@@ -172,7 +178,8 @@ def fit(ratings: DataFrame, cfg: ModelConfig, eval_ratings: Optional[DataFrame] 
 
 
 def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, timings,
-                     progress, warm_start: Optional[TrainedModel] = None) -> TrainedModel:
+                     progress, warm_start: Optional[TrainedModel] = None,
+                     score_training=None) -> TrainedModel:
     """BigQuery ML's objective, solved on Spark (``recsys.model.bqml_als``)."""
     clock = time.perf_counter()
     # Implicit feedback (WALS) has no intercepts: BigQuery ML reports a global intercept of 0.
@@ -198,7 +205,7 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
                                index_col="_ii")
         return indexed.select(F.col("_iu").cast("long").alias(USER_IDX),
                               F.col("_ii").cast("long").alias(ITEM_IDX),
-                              (F.col(cfg.rating_col) - F.lit(mu)).alias(VALUE),
+                              F.col(cfg.rating_col).alias(VALUE),
                               F.lit(is_eval).alias(IS_EVAL))
 
     table = rows(ratings, False)
@@ -212,8 +219,13 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
         warm_users, options["warm_start_users"] = _warm_users(warm_start, user_index, cfg,
                                                               options)
     sides = bqml_als.solve(table, solver_params(cfg, options), n_users=n_users, n_items=n_items,
-                           progress=progress, warm_users=warm_users)
+                           center=mu, progress=progress, warm_users=warm_users)
     timings["als_fit"] = time.perf_counter() - clock
+    training_metrics = {}
+    if score_training is not None and eval_ratings is None:
+        clock = time.perf_counter()
+        training_metrics = _score_training(sides, score_training, data["n_rows"]) or {}
+        timings["training_metrics"] = time.perf_counter() - clock
     options["solver_path"] = sides.path
     spark = ratings.sparkSession
 
@@ -232,7 +244,20 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     items = side_table("item", item_index, cfg.item_col)
     sides.release()
     return TrainedModel(users=users, items=items, global_intercept=mu, options=options,
-                        data=data, training_info=sides.history)
+                        data=data, training_info=sides.history,
+                        training_metrics=training_metrics)
+
+
+def _score_training(sides: "bqml_als.SolvedSides", score_training, n_rows: int):
+    """``score_training`` of the fit's training predictions, or None where the fit does not
+    hold them all (the join path, implicit feedback, or rows the fit did not use)."""
+    predictions = sides.training_predictions()
+    if predictions is None:
+        return None
+    try:
+        return score_training(predictions) if predictions.n_ratings == n_rows else None
+    finally:
+        predictions.release()
 
 
 def _warm_users(warm: TrainedModel, user_index: DataFrame, cfg: ModelConfig,

@@ -22,7 +22,7 @@ from recsys.evaluation import tuning as tuning_stage
 from recsys.model import weights as weights_stage
 from recsys.config import Config
 from recsys.job_report import JobReport, StageTimer, progress as _progress
-from recsys.evaluation import model_metrics_for
+from recsys.evaluation import model_metrics_for, prediction_metrics
 from recsys.errors import ConfigError, InputError
 from recsys.sinks import job_unit, make_sink, resolve_model, resolve_table
 
@@ -129,11 +129,14 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None)
             report.add(f"  tuning     {tuning_stage.trial_summary(sink.read(spark, schemas.TRIALS))}")
         warm = (model_stage.load(spark, resolve_model(sink, spark, m.warm_start))
                 if m.warm_start else None)
+        # Without a split, ML.EVALUATE at training time scores the training ratings: the
+        # bigquery_ml fit does it from the predictions it holds (``score_training``), with no
+        # pass over the table; otherwise, or where the fit cannot, the table is scored.
         trained = model_stage.fit(parts.train, m, parts.eval,
                                   progress=lambda text: _progress(f"{report.job}: train {text}"),
-                                  warm_start=warm)
+                                  warm_start=warm, score_training=prediction_metrics)
         scored_on = parts.eval if parts.eval is not None else parts.train
-        metrics = model_metrics(trained, scored_on, cfg)
+        metrics = trained.training_metrics or model_metrics(trained, scored_on, cfg)
         trained = model_stage.with_training_metrics(trained, metrics)
         sink.save_model(m.name, lambda path: model_stage.save(trained, path))
     with StageTimer(report, "weights"):
