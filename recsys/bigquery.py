@@ -15,13 +15,14 @@ value is passed to the connector at run time and never written anywhere.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 from pyspark.sql import DataFrame, SparkSession
 
 from recsys.config import BigQueryConfig
 from recsys.errors import ConfigError, InputError
 from recsys.schemas import is_query, valid_dataset, valid_project, validate_table_id  # noqa: F401
+from recsys.tasks import TaskTable
 
 
 class BigQueryConnection:
@@ -124,8 +125,10 @@ class BigQuerySink:
         """The table's full id."""
         return self.connection.full_id(self.dataset, name)
 
-    def write(self, name: str, df: DataFrame) -> str:
+    def write(self, name: str, df: Union[DataFrame, TaskTable]) -> str:
         """Replace table ``name`` with ``df`` (one atomic overwrite on BigQuery's side)."""
+        if isinstance(df, TaskTable):
+            df = df.frame()
         self._ensure_dataset()
         table_id = self.table_path(name)
         writer = (df.write.format("bigquery").options(**self.connection.options())

@@ -1,12 +1,17 @@
 """What every Python function run by a Spark task (mapInArrow, mapInPandas, mapPartitions) does
-first: ``python_task`` wraps such a function."""
+first: ``python_task`` wraps such a function; ``TaskTable`` is a table such a function makes."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import zipimport
-from typing import Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
 
 T = TypeVar("T")
 
@@ -34,3 +39,20 @@ def python_task(fn: Callable[[Iterator], Iterator[T]]) -> Callable[[Iterator], I
         forget_zip_importers()
         return fn(iterator)
     return run
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskTable:
+    """A table whose rows a Python function makes in the tasks: ``fn`` (a ``python_task``) turns
+    each partition of ``source``, as Arrow batches, into batches of ``schema`` (a Spark
+    StructType). ``frame()`` is the table as a DataFrame, its batches crossing back to the JVM;
+    a sink may instead have each task write its own batches (``recsys.sinks.task_files``),
+    which spares the JVM every row of a large table."""
+
+    source: "DataFrame"
+    fn: Callable[[Iterator], Iterator]
+    schema: "StructType"
+
+    def frame(self) -> "DataFrame":
+        """The table as a DataFrame."""
+        return self.source.mapInArrow(self.fn, self.schema)

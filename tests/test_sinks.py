@@ -122,3 +122,53 @@ def test_versioned_model_store_on_a_hadoop_filesystem(spark, tmp_path):
     assert loaded.global_intercept == 3.75
     assert [tuple(r) for r in loaded.users.collect()] == [(1, 0.75, [0.5, 1.0])]
     assert [tuple(r) for r in loaded.items.collect()] == [(7, -0.75, [2.0, 0.0])]
+
+
+def _squares_table(spark, fail_in=None):
+    """A TaskTable of (n, n * n, n / 7) for n in 0..29,999 over three partitions, made in the
+    tasks; ``fail_in``: a partition whose task raises once it has written its first batch."""
+    import pyarrow as pa
+    from pyspark import TaskContext
+
+    from recsys.tasks import TaskTable
+
+    def make(batches):
+        for batch in batches:
+            n = batch.column("id").to_numpy()
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(n), pa.array(n * n), pa.array(n / 7.0)], names=["n", "square", "part"])
+            if TaskContext.get().partitionId() == fail_in:
+                raise RuntimeError("boom in a task")
+
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField("n", T.LongType()), T.StructField("square", T.LongType()),
+                           T.StructField("part", T.DoubleType())])
+    return TaskTable(spark.range(0, 30_000, 1, 3), make, schema)
+
+
+def test_a_task_table_is_written_by_its_own_tasks(spark, tmp_path):
+    """A TaskTable goes to the local warehouse as one Parquet file per task, written by pyarrow
+    in the task: the same schema as Spark's writer gives its frame, and NumPy's rows."""
+    import numpy as np
+
+    wh = LocalWarehouse(str(tmp_path), "ds")
+    table = _squares_table(spark)
+    folder = wh.write("t", table)
+    assert sorted(os.listdir(folder)) == ["_SUCCESS"] + [f"part-0000{k}.parquet" for k in range(3)]
+    got = wh.read(spark, "t")
+    wh.write("by_spark", table.frame())
+    assert got.schema == wh.read(spark, "by_spark").schema
+    rows = got.orderBy("n").collect()
+    n = np.arange(30_000)
+    assert [r.n for r in rows] == n.tolist()
+    assert [r.square for r in rows] == (n * n).tolist()
+    assert [r.part for r in rows] == (n / 7.0).tolist()
+
+
+def test_a_failing_task_table_leaves_the_previous_table(spark, tmp_path):
+    wh = LocalWarehouse(str(tmp_path), "ds")
+    wh.write("t", spark.createDataFrame([(1, 1, 0.5)], "n long, square long, part double"))
+    with pytest.raises(Exception, match="boom in a task"):
+        wh.write("t", _squares_table(spark, fail_in=1))
+    assert [tuple(r) for r in wh.read(spark, "t").collect()] == [(1, 1, 0.5)]

@@ -15,7 +15,7 @@ per user. ``top_k`` ranks an arbitrary predictions table (ML.RECOMMEND's pairs i
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from recsys import schemas
 from recsys.errors import InputError
 from recsys.model.scoring import cast_ids, score_pairs
 from recsys.model.trained_model import FACTORS, INTERCEPT, TrainedModel
-from recsys.tasks import python_task
+from recsys.tasks import TaskTable, python_task
 
 # Rows of the all-pairs ML.RECOMMEND table per partition (and so per written file).
 PAIRS_PER_PARTITION = 4_000_000
@@ -49,20 +49,25 @@ def prediction_column(model: TrainedModel, col_rating: str) -> str:
 
 
 def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
-              col_rating: str = "rating") -> DataFrame:
+              col_rating: str = "rating",
+              task_table: bool = False) -> Union[DataFrame, TaskTable]:
     """ML.RECOMMEND: the prediction column, then the user and item columns, for
 
     - no input: every training user x every training item;
     - input with user and item columns: each row (other columns pass through);
     - input with only the user (or only the item) column: those users (items) x every item (user).
       Such an input may have only that one column, as in BigQuery ML.
+
+    ``task_table``: the crosses (no input, or one id column) as a ``TaskTable``, which a sink
+    can write from the tasks that score them (the pairs then never cross back to the JVM).
     """
     col_user, col_item = model.col_user, model.col_item
     pred_col = prediction_column(model, col_rating)
     if input_df is None:
         users = model.users.select(col_user, INTERCEPT, FACTORS)
-        return _cross(model, users.repartition(_pair_partitions(model), col_user), "user",
-                      pred_col)
+        cross = _cross(model, users.repartition(_pair_partitions(model), col_user), "user",
+                       pred_col)
+        return cross if task_table else cross.frame()
     has_user, has_item = col_user in input_df.columns, col_item in input_df.columns
     if has_user and has_item:
         passthrough = [c for c in input_df.columns if c not in (col_user, col_item)]
@@ -75,7 +80,8 @@ def recommend(model: TrainedModel, input_df: Optional[DataFrame] = None, *,
     table = model.users if has_user else model.items
     given = cast_ids(input_df, model).select(given_col).distinct()
     own = given.join(table.select(given_col, INTERCEPT, FACTORS), given_col, "left")
-    return _cross(model, own, which, pred_col)
+    cross = _cross(model, own, which, pred_col)
+    return cross if task_table else cross.frame()
 
 
 def local_side(table: DataFrame, id_col: str, rank: int):
@@ -88,7 +94,7 @@ def local_side(table: DataFrame, id_col: str, rank: int):
     return local[id_col].to_numpy(), local[INTERCEPT].fillna(0.0).to_numpy(dtype=float), factors
 
 
-def _cross(model: TrainedModel, own: DataFrame, which: str, pred_col: str) -> DataFrame:
+def _cross(model: TrainedModel, own: DataFrame, which: str, pred_col: str) -> TaskTable:
     """(pred, user, item) for every row of ``own`` ([id, intercept, factors] of the ``which``
     side, NULLs for unknown ids) x every row of the other side's model table."""
     col_user, col_item = model.col_user, model.col_item
@@ -127,7 +133,7 @@ def _cross(model: TrainedModel, own: DataFrame, which: str, pred_col: str) -> Da
                     [pa.array(values.ravel(), pa.float64()), users, items],
                     names=[pred_col, col_user, col_item])
 
-    return own.mapInArrow(score, schema)
+    return TaskTable(own, score, schema)
 
 
 def _arrow_type(spark_type: T.DataType) -> pa.DataType:

@@ -248,7 +248,9 @@ def run_recommend(spark: SparkSession, cfg: Config, report: Optional[Report] = N
                    + (f" ({folded.n_unknown_items:,} rows on items the model does not know "
                       f"left out)" if folded.n_unknown_items else ""))
     with StageTimer(report, "recommend"):
-        predictions = recommend_stage.recommend(trained, given, col_rating=m.rating_col)
+        # A cross of users and items is written by the tasks that score it (TaskTable).
+        predictions = recommend_stage.recommend(trained, given, col_rating=m.rating_col,
+                                                task_table=rec.write_all_pairs)
         if rec.write_all_pairs:
             report.tables[schemas.RECOMMEND] = _write(report, sink, schemas.RECOMMEND,
                                                       predictions)

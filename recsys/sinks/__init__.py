@@ -12,6 +12,9 @@ killed changes no table; its partial folders are removed by the next successful 
 outside any run (library use) is a run of its own. Reads resolve through the run's manifest
 (its own writes, then the last successful run's), never through a link that may move.
 
+A table made in Python tasks (``recsys.tasks.TaskTable``, ML.RECOMMEND's crosses) is written
+by those tasks themselves, with pyarrow (``task_files``); every other table by Spark's writer.
+
 A BigQuery sink implements the same ``TableSink`` protocol (``write``, ``read``).
 """
 
@@ -19,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterator, Optional, Protocol
+from typing import Callable, Iterator, Optional, Protocol, Union
 
 from pyspark.sql import DataFrame, SparkSession
 
 from recsys import paths
-from recsys.sinks import runs
+from recsys.sinks import runs, task_files
+from recsys.tasks import TaskTable
 from recsys.errors import ConfigError, InputError
 from recsys.sinks.runs import MODELS_DIR, VERSIONS_DIR
 
@@ -32,7 +36,7 @@ from recsys.sinks.runs import MODELS_DIR, VERSIONS_DIR
 class TableSink(Protocol):
     """Writes and reads named tables of one dataset."""
 
-    def write(self, name: str, df: DataFrame) -> str:
+    def write(self, name: str, df: Union[DataFrame, TaskTable]) -> str:
         """Replace table ``name`` with ``df``; returns where it was written."""
 
     def read(self, spark: SparkSession, name: str) -> DataFrame:
@@ -98,12 +102,16 @@ class LocalWarehouse:
         with runs.unit(self.dataset_dir, job) as run:
             yield run
 
-    def write(self, name: str, df: DataFrame) -> str:
+    def write(self, name: str, df: Union[DataFrame, TaskTable]) -> str:
         """Write ``df`` as a new version of table ``name`` in the open run (or a run of its
-        own); returns the version folder."""
+        own); returns the version folder. A ``TaskTable`` is written by its own tasks
+        (``task_files``)."""
         with self._run(f"write {name}") as run:
             target = os.path.join(self.dataset_dir, VERSIONS_DIR, name, runs.new_id())
-            df.write.mode("errorifexists").parquet(target)
+            if isinstance(df, TaskTable):
+                task_files.write_parquet(df, target)
+            else:
+                df.write.mode("errorifexists").parquet(target)
             run.tables[name] = os.path.basename(target)
         return target
 
