@@ -21,6 +21,7 @@ import sys
 from recsys.runner import pipeline
 from recsys.sinks import runs
 from recsys.runner.cli import run_job
+from recsys.tasks import TaskTable
 
 STAGES = ("ingest", "train", "evaluate", "recommend")
 COMMIT_STEPS = ("manifest", "switch")
@@ -50,7 +51,12 @@ def install(boundary: str) -> None:
         def stalling(report, sink, name, df):
             if name == table:
                 message = f"BARRIER {boundary} {runs.active(sink.dataset_dir).run_id}"
-                df = df.mapInPandas(_stall_first_partition(port, message), df.schema)
+                stall = _stall_first_partition(port, message)
+                if isinstance(df, TaskTable):  # written by its own tasks: stall in them
+                    make = df.fn
+                    df = TaskTable(df.source, lambda batches: make(stall(batches)), df.schema)
+                else:
+                    df = df.mapInPandas(stall, df.schema)
             return original(report, sink, name, df)
 
         pipeline._write = stalling  # the run_* functions look _write up at call time
@@ -62,7 +68,8 @@ def install(boundary: str) -> None:
 
 
 def _stall_first_partition(port: int, message: str):
-    """mapInPandas function: the task of partition 0 reports ``message`` and waits."""
+    """A task's function of its batches (mapInPandas, or before a TaskTable's own): the task
+    of partition 0 reports ``message`` and waits."""
     def stall(batches):
         import socket
 
