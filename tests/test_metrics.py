@@ -1,6 +1,7 @@
 """ML.EVALUATE metrics against a numpy oracle."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from oracles import regression_metrics as numpy_metrics
@@ -59,7 +60,7 @@ def test_median_is_exact_where_only_the_middle_is_collected(spark, n):
     pred = label + rng.normal(0.0, 1.0, size=n)
     pred[: n // 10] = pred[n // 10: 2 * (n // 10)]  # repeated errors
     label[: n // 10] = label[n // 10: 2 * (n // 10)]
-    pdf = __import__("pandas").DataFrame({"rating": label, "predicted_rating": pred})
+    pdf = pd.DataFrame({"rating": label, "predicted_rating": pred})
     got = metrics_dict(regression_metrics(spark.createDataFrame(pdf)))
     assert got["median_absolute_error"] == np.median(np.abs(label - pred))
 
@@ -122,7 +123,7 @@ def test_metrics_of_arrays_are_the_tables_to_the_last_bit(spark, case):
         pred[[3, 70, 500]] = [np.nan, np.inf, -np.inf]
     if case == "one row":
         label, pred = label[:1], pred[:1]
-    pdf = __import__("pandas").DataFrame({"rating": label, "predicted_rating": pred})
+    pdf = pd.DataFrame({"rating": label, "predicted_rating": pred})
     want = metrics_dict(regression_metrics(spark.createDataFrame(pdf)))
     got = prediction_metrics(ArrayParts(label, pred, parts=3))
     assert list(got) == list(want)
@@ -139,8 +140,6 @@ def test_a_fit_scores_its_own_training_ratings_as_the_table_is_scored(spark, pat
     every metric the same double as scoring the training table (``model_metrics_for``) and
     NumPy's formulas on the model's own tables. Where the fit does not hold them (the join
     path, a split's evaluation rows) it leaves the metrics to the table."""
-    import pandas as pd
-
     from conftest import SAMPLE
     from recsys.config import ModelConfig
     from recsys.evaluation import model_metrics_for
