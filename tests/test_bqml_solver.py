@@ -134,6 +134,36 @@ def test_join_path_gives_the_broadcast_paths_factors(spark, sample):
     assert [r["loss"] for r in broadcast.training_info] == [r["loss"] for r in joined.training_info]
 
 
+@pytest.mark.parametrize("id_type", ["long", "string"])
+def test_ids_looked_up_in_the_tasks_give_the_joined_indices_factors(spark, sample, monkeypatch,
+                                                                     id_type):
+    """Ids numbered on the driver are looked up by the solver's own tasks (no join with the
+    indices); ids numbered by the distributed sort (forced by ``LOCAL_INDEX_MAX`` 0) are joined.
+    Both give the same bits; with integer ids both are the oracle's factors."""
+    from recsys.model import ids as id_module
+
+    train, test, train_df, test_df = sample
+    if id_type == "string":  # not in numeric order: "u10" sorts before "u2"
+        as_text = lambda df: df.select(F.concat(F.lit("u"), F.col("user_id").cast("string"))  # noqa: E731
+                                       .alias("user_id"), "item_id", "rating")
+        train_df, test_df = as_text(train_df), as_text(test_df)
+    looked_up = fit(train_df, config(), test_df)
+    monkeypatch.setattr(id_module, "LOCAL_INDEX_MAX", 0)
+    joined = fit(train_df, config(), test_df)
+    for side, id_col in (("users", "user_id"), ("items", "item_id")):
+        a, b = states(getattr(looked_up, side), id_col), states(getattr(joined, side), id_col)
+        assert set(a) == set(b) and len(a) > 0
+        for key in a:
+            assert np.array_equal(a[key][0], b[key][0]) and a[key][1] == b[key][1]
+    assert [r["loss"] for r in looked_up.training_info] == [r["loss"] for r in joined.training_info]
+    if id_type == "long":
+        want = oracle(train, test, 3)
+        got = states(looked_up.users, "user_id")
+        for key_id, (factors, intercept) in want[-1]["users"].items():
+            assert np.abs(got[key_id][0] - factors).max() < 1e-8
+            assert abs(got[key_id][1] - intercept) < 1e-8
+
+
 def test_more_blocks_than_rows_of_a_side(spark, sample):
     """Blocks left empty (more blocks than users) change nothing but the block layout."""
     train, test, train_df, test_df = sample

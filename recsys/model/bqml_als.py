@@ -158,14 +158,17 @@ def default_num_blocks(n_ratings: int) -> int:
 
 def solve(ratings: DataFrame, params: SolverParams, *, n_users: int, n_items: int,
           center: float = 0.0, progress: Optional[Callable[[str], None]] = None,
-          warm_users: Optional[RDD] = None) -> SolvedSides:
+          warm_users: Optional[RDD] = None, id_values: Optional[Tuple[list, list]] = None
+          ) -> SolvedSides:
     """Fit BigQuery ML's objective (explicit, or implicit when ``params.wals_alpha`` is set) on
-    ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH; indices dense in 0..n-1).
+    ``ratings`` (columns USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH; indices dense in 0..n-1,
+    or the ids themselves with ``id_values``, as for ``rating_blocks.both_blocks``).
     ``center``: subtracted from every VALUE before it is fitted (explicit feedback's mu).
     ``warm_users``: (index, state) rows that replace those users' seeded start (warm start).
     Returns the final states and one ML.TRAINING_INFO row per iteration (``_info_row``)."""
     p = params
-    user_blocks, item_blocks = both_blocks(ratings, p.num_blocks, center=center)
+    user_blocks, item_blocks = both_blocks(ratings, p.num_blocks, center=center,
+                                           id_values=id_values)
     state_bytes = max(n_users, n_items) * p.width * 8
     path = "broadcast" if state_bytes <= p.broadcast_max_bytes else "join"
     step = (_BroadcastStep(ratings.sparkSession, p.implicit) if path == "broadcast"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Tuple
+from typing import NamedTuple, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -43,13 +43,21 @@ def build_index(df: DataFrame, col: str, *, index_col: str = INDEX_COL) -> DataF
     Indices follow the ascending order of the id value, so the mapping depends only on the set
     of ids. Raises a one-line ValueError if there are more than 2^31-1 distinct ids.
     """
-    return counted_index(df, col, index_col=index_col)[0]
+    return counted_index(df, col, index_col=index_col).index
 
 
-def counted_index(df: DataFrame, col: str, *,
-                  index_col: str = INDEX_COL) -> Tuple[DataFrame, int]:
-    """``build_index`` and its number of ids, known while building it (counting the index
-    afterwards cost two Spark jobs per side)."""
+class CountedIndex(NamedTuple):
+    """An id index (``build_index``), its number of ids and, when they were numbered on the
+    driver, the ids themselves in index order (``values[k]`` has index k)."""
+
+    index: DataFrame
+    size: int
+    values: Optional[list]
+
+
+def counted_index(df: DataFrame, col: str, *, index_col: str = INDEX_COL) -> CountedIndex:
+    """``build_index`` with its number of ids, known while building it (counting the index
+    afterwards cost two Spark jobs per side), and the ids themselves up to LOCAL_INDEX_MAX."""
     _require(df, col)
     if index_col == col:
         raise ValueError(f"index column {index_col!r} must differ from the id column")
@@ -76,7 +84,7 @@ def counted_index(df: DataFrame, col: str, *,
         schema = StructType([StructField(col, field.dataType, False),
                              StructField(index_col, IntegerType(), False)])
         index = df.sparkSession.createDataFrame(list(zip(values, range(len(values)))), schema)
-        return index, len(values)
+        return CountedIndex(index, len(values), values)
     ranged = ids.orderBy(F.col(col).asc()).checkpoint(eager=True)
     # monotonically_increasing_id() = (partition id << 33) + row position in the partition.
     part = F.spark_partition_id()
@@ -95,7 +103,8 @@ def counted_index(df: DataFrame, col: str, *,
     offsets_df = spark.createDataFrame(offsets, f"{_PART} int, {_OFFSET} long")
     # The cast cannot fail: total <= MAX_IDS was checked above.
     index = (F.col(_OFFSET) + F.col(_POS)).cast(IntegerType()).alias(index_col)
-    return placed.join(F.broadcast(offsets_df), _PART).select(F.col(col), index), total
+    return CountedIndex(placed.join(F.broadcast(offsets_df), _PART).select(F.col(col), index),
+                        total, None)
 
 
 def to_index(df: DataFrame, index: DataFrame, col: str, *, index_col: str = INDEX_COL,

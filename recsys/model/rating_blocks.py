@@ -8,7 +8,7 @@ depends only on the ratings and the block count, never on how Spark partitioned 
 from __future__ import annotations
 
 import pickle
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 from pyspark import RDD, StorageLevel
@@ -35,8 +35,8 @@ def user_blocks(ratings: DataFrame, num_blocks: int, center: float = 0.0) -> RDD
     return both_blocks(ratings, num_blocks, sides=(0,), center=center)[0]
 
 
-def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1),
-                center: float = 0.0) -> Tuple[RDD, ...]:
+def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1), center: float = 0.0,
+                id_values: Optional[Tuple[Sequence, Sequence]] = None) -> Tuple[RDD, ...]:
     """(user blocks, item blocks), or the ``sides`` asked for (0 users, 1 items): RDDs of
     (block, RowBlock), block b in partition b, cached and materialised. ``center``: what the
     blocks subtract from every rating before fitting it (``RowBlock.center``).
@@ -44,8 +44,15 @@ def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1),
     The input is read once, as Arrow batches: each partition is cut into per-block pieces for
     both sides (pickled NumPy arrays), kept until both sides are built. Reading it once per side,
     as before, paid a second Arrow pass and, in the train job, a second run of the indexing
-    joins that produce ``ratings``."""
+    joins that produce ``ratings``.
+
+    ``id_values``: (user ids, item ids), each in index order, when USER_IDX and ITEM_IDX hold
+    the ids themselves (integers or strings): the tasks look each id's index up there, and the
+    ratings need no join with the indices (``ids.counted_index``'s ``values``)."""
     names = [USER_IDX, ITEM_IDX, VALUE, IS_EVAL, USER_HASH]
+    # Kept for the blocks' lineage: a lost block is rebuilt from the ratings.
+    lookup = (None if id_values is None
+              else ratings.sparkSession.sparkContext.broadcast(tuple(map(list, id_values))))
 
     def pieces(batches: Iterator) -> Iterator:
         forget_zip_importers()
@@ -56,6 +63,9 @@ def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1),
         if not parts[0] or not sum(len(a) for a in parts[0]):
             return
         users, items, values, is_eval, hashes = [np.concatenate(a) for a in parts]
+        if lookup is not None:
+            users, items = (_positions(known, found)
+                            for known, found in zip(lookup.value, (users, items)))
         # side 0: users by user block, with their hashes; side 1: items by item block.
         if 0 in sides:
             yield from _cut(0, (users, items, values, is_eval, hashes), num_blocks)
@@ -71,6 +81,17 @@ def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1),
     both = tuple(_side_blocks(cached, side, num_blocks, center) for side in sides)
     cached.unpersist()
     return both
+
+
+def _positions(known: list, ids: np.ndarray) -> np.ndarray:
+    """The index (position in ``known``) of each of ``ids``, by hash lookup; every id must be
+    there."""
+    import pandas as pd
+
+    found = pd.Index(known).get_indexer(ids)
+    if len(found) and found.min() < 0:  # cannot happen: the index holds every id of the rows
+        raise RuntimeError(f"id {ids[np.argmin(found)]!r} is not in the id index")
+    return found.astype(np.int64)
 
 
 def _cut(side: int, arrays: Tuple[np.ndarray, ...], num_blocks: int) -> Iterator:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, Optional
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from recsys.model import bqml_als, ids
 from recsys.config import REG_PARAM_RULES, ModelConfig, to_dict
@@ -187,31 +188,14 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     both = ratings if eval_ratings is None else ratings.unionByName(
         eval_ratings.select(*ratings.columns))
     try:
-        user_index, n_users = ids.counted_index(both, cfg.user_col, index_col="_idx")
-        item_index, n_items = ids.counted_index(both, cfg.item_col, index_col="_idx")
+        users = ids.counted_index(both, cfg.user_col, index_col="_idx")
+        items = ids.counted_index(both, cfg.item_col, index_col="_idx")
     except ValueError as exc:  # more distinct ids than an INT32 index
         raise InputError(str(exc)) from None
+    user_index, n_users, item_index, n_items = users.index, users.size, items.index, items.size
     if data["n_users"] is None:  # no evaluation rows: the indices hold the training ids
         data.update(n_users=n_users, n_items=n_items)
-    # The start of a user's factors: a hash of the id and the seed (bqml_als module docstring).
-    hashes = user_index.select(F.col("_idx").alias("_hu"),
-                               F.xxhash64(F.col(cfg.user_col), F.lit(cfg.seed))
-                               .alias(USER_HASH))
-
-    def rows(df, is_eval):
-        indexed = ids.to_index(ids.to_index(df, user_index.withColumnRenamed("_idx", "_iu"),
-                                            cfg.user_col, index_col="_iu"),
-                               item_index.withColumnRenamed("_idx", "_ii"), cfg.item_col,
-                               index_col="_ii")
-        return indexed.select(F.col("_iu").cast("long").alias(USER_IDX),
-                              F.col("_ii").cast("long").alias(ITEM_IDX),
-                              F.col(cfg.rating_col).alias(VALUE),
-                              F.lit(is_eval).alias(IS_EVAL))
-
-    table = rows(ratings, False)
-    if eval_ratings is not None:
-        table = table.unionByName(rows(eval_ratings.select(*ratings.columns), True))
-    table = table.join(F.broadcast(hashes), F.col(USER_IDX) == F.col("_hu")).drop("_hu")
+    table, id_values = _solver_rows(ratings, eval_ratings, users, items, cfg)
     timings["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     warm_users = None
@@ -219,7 +203,8 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
         warm_users, options["warm_start_users"] = _warm_users(warm_start, user_index, cfg,
                                                               options)
     sides = bqml_als.solve(table, solver_params(cfg, options), n_users=n_users, n_items=n_items,
-                           center=mu, progress=progress, warm_users=warm_users)
+                           center=mu, progress=progress, warm_users=warm_users,
+                           id_values=id_values)
     timings["als_fit"] = time.perf_counter() - clock
     training_metrics = {}
     if score_training is not None and eval_ratings is None:
@@ -246,6 +231,39 @@ def _fit_bigquery_ml(ratings, cfg: ModelConfig, eval_ratings, options, data, tim
     return TrainedModel(users=users, items=items, global_intercept=mu, options=options,
                         data=data, training_info=sides.history,
                         training_metrics=training_metrics)
+
+
+def _solver_rows(ratings: DataFrame, eval_ratings: Optional[DataFrame],
+                 users: "ids.CountedIndex", items: "ids.CountedIndex", cfg: ModelConfig):
+    """The solver's input (``bqml_als.solve``) and its ``id_values``.
+
+    Integer and string ids numbered on the driver (every MovieLens release) stay as they are:
+    the solver's tasks look their indices up (``rating_blocks.both_blocks``), with no join; at
+    ML-1M the two joins and their Spark jobs cost about 3 s of the train stage. Other ids, or
+    more than ``ids.LOCAL_INDEX_MAX`` of them, are joined with the indices here."""
+    simple = (users.values is not None and items.values is not None
+              and all(isinstance(ratings.schema[c].dataType, (T.IntegralType, T.StringType))
+                      for c in (cfg.user_col, cfg.item_col)))
+    # The start of a user's factors: a hash of the id and the seed (bqml_als module docstring).
+    user_hash = F.xxhash64(F.col(cfg.user_col), F.lit(cfg.seed)).alias(USER_HASH)
+
+    def rows(df, is_eval):
+        if simple:
+            user, item = F.col(cfg.user_col), F.col(cfg.item_col)
+        else:
+            df = ids.to_index(ids.to_index(df, users.index.withColumnRenamed("_idx", "_iu"),
+                                           cfg.user_col, index_col="_iu"),
+                              items.index.withColumnRenamed("_idx", "_ii"), cfg.item_col,
+                              index_col="_ii")
+            user, item = F.col("_iu").cast("long"), F.col("_ii").cast("long")
+        return df.select(user.alias(USER_IDX), item.alias(ITEM_IDX),
+                         F.col(cfg.rating_col).alias(VALUE), F.lit(is_eval).alias(IS_EVAL),
+                         user_hash)
+
+    table = rows(ratings, False)
+    if eval_ratings is not None:
+        table = table.unionByName(rows(eval_ratings.select(*ratings.columns), True))
+    return table, ((users.values, items.values) if simple else None)
 
 
 def _score_training(sides: "bqml_als.SolvedSides", score_training, n_rows: int):
