@@ -220,12 +220,13 @@ def test_a_wide_window_on_disk_gives_the_same_tables_on_the_whole_sample(spark, 
 
 
 @pytest.mark.parametrize("bytes_per_partition", [None, 64 << 10], ids=["default", "wide"])
-def test_the_ratings_table_keeps_the_window_order_without_another_shuffle(
-        spark, tmp_path, monkeypatch, bytes_per_partition):
+def test_the_ratings_table_is_sorted_where_its_rows_are(spark, tmp_path, monkeypatch,
+                                                        bytes_per_partition):
     """The whole shipped sample: the ``ratings`` table is written straight from the cached
-    classified rows, with no exchange or sort above them (the duplicate window left each
-    partition sorted by user and item), and every file it writes is sorted by (user, item)
-    and holds what a plain-Python reading of the file gives, in both window layouts."""
+    classified rows, each partition sorted where it is (no exchange above them: no
+    range-sampling job, no shuffle), and every file it writes is sorted by (user, item) and
+    holds what a plain-Python reading of the file gives, in memory and on disk (the sample read
+    in five splits)."""
     import glob
 
     import pandas as pd
@@ -234,14 +235,18 @@ def test_the_ratings_table_keeps_the_window_order_without_another_shuffle(
     if bytes_per_partition:
         monkeypatch.setattr(ingest, "WINDOW_INPUT_BYTES", bytes_per_partition)
     cfg = config(tmp_path, sample, fmt="ml-latest", **{"ingest.rating_min": 0.5})
-    result = ingest.ingest(spark, cfg.source, cfg.ingest)
-    plan = result.ratings._jdf.queryExecution().executedPlan().toString()
-    above_cache = plan.split("InMemoryRelation")[0]
-    assert "Exchange" not in above_cache and "Sort" not in above_cache, plan
-    out = str(tmp_path / "ratings")
-    result.ratings.write.parquet(out)
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(-(-os.path.getsize(sample) // 5)))
+    try:
+        result = ingest.ingest(spark, cfg.source, cfg.ingest)
+        plan = result.ratings._jdf.queryExecution().executedPlan().toString()
+        out = str(tmp_path / "ratings")
+        result.ratings.write.parquet(out)
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+    assert "InMemoryRelation" in plan and "Exchange" not in plan.split("InMemoryRelation")[0], plan
     files = sorted(glob.glob(os.path.join(out, "*.parquet")))
-    assert len(files) > 1
+    assert len(files) == 5
     written = {}
     for name in files:
         frame = pd.read_parquet(name)
@@ -323,16 +328,18 @@ def test_ingest_reads_the_ratings_file_once(spark, tmp_path, splits):
 
 
 @pytest.mark.parametrize("bytes_per_partition", [None, 4])
-def test_the_duplicate_rule_shuffles_the_rows_once(spark, tmp_path, monkeypatch,
-                                                   bytes_per_partition):
-    """Ranking each (user, item) pair's rows is one exchange of the rows: every window column
-    shares one partitioning (an expression as the window key is aliased anew for each window
-    column, and Spark shuffled and sorted 1 M rows four times). An input larger than
-    ``spark.sql.shuffle.partitions`` x WINDOW_INPUT_BYTES (here 4 bytes a partition: the
-    22-byte file asks for 6, the session has 2) is hashed into one partition per
-    WINDOW_INPUT_BYTES, still in one exchange and with the same rows."""
+def test_ranking_every_row_shuffles_the_rows_once(spark, tmp_path, monkeypatch,
+                                                  bytes_per_partition):
+    """With more duplicated pairs than DUPLICATED_PAIRS_BROADCAST_MAX (here 0), every row is
+    ranked, in one exchange of the rows: every window column shares one partitioning (an
+    expression as the window key is aliased anew for each window column, and Spark shuffled and
+    sorted 1 M rows four times). An input larger than ``spark.sql.shuffle.partitions`` x
+    WINDOW_INPUT_BYTES (here 4 bytes a partition: the 22-byte file asks for 6, the session has
+    2) is hashed into one partition per WINDOW_INPUT_BYTES, still in one exchange and with the
+    same rows."""
     lines = [(b"1::1::5::1", None), (b"1::1::4::2", None)]
     path = write_lines(tmp_path / "ratings.dat", lines)
+    monkeypatch.setattr(ingest, "DUPLICATED_PAIRS_BROADCAST_MAX", 0)
     if bytes_per_partition:
         monkeypatch.setattr(ingest, "WINDOW_INPUT_BYTES", bytes_per_partition)
     cfg = config(tmp_path, path)
@@ -347,6 +354,39 @@ def test_the_duplicate_rule_shuffles_the_rows_once(spark, tmp_path, monkeypatch,
         assert f", {-(-size // 4)}), REPARTITION_BY_NUM" in plan, plan
     assert [r.reason for r in classified.orderBy("split_line").collect()] == [
         "duplicate (user_id, item_id) pair: {kept} is kept (latest timestamp)", None]
+
+
+@pytest.mark.parametrize("broadcast_max", [0, 1, 2], ids=["every row", "over the limit",
+                                                            "at the limit"])
+def test_the_duplicate_rule_gives_the_same_tables_however_it_ranks(
+        spark, tmp_path, monkeypatch, broadcast_max):
+    """Two pairs with several good rows among 2,000 pairs, one of them three rows with a tie on
+    the latest timestamp (the later line wins), beside a bad line and a rating off the scale
+    that is its pair's latest row (not ranked: the good row stays): the rejects and the kept
+    rows are the hand-written ones whether every row is ranked (more duplicated pairs than the
+    limit), or only the two pairs' rows are (a broadcast of the pairs)."""
+    monkeypatch.setattr(ingest, "DUPLICATED_PAIRS_BROADCAST_MAX", broadcast_max)
+    lines = [(f"{u}::{i}::3::{1000 + u}".encode(), None) for u in range(1, 41) for i in range(1, 51)]
+    lines += [
+        (b"7::7::5::999", "duplicate (user_id, item_id) pair: line 2002 is kept (latest timestamp)"),
+        (b"7::7::4::1007", None),  # the tie with line 307: the later line wins
+        (b"9::x::4::1", "item_id is not an integer: 'x'"),
+        (b"9::9::9::5000", "rating 9.0 outside the scale [1, 5]"),  # off the scale: not ranked
+        (b"12::3::2::1", "duplicate (user_id, item_id) pair: line 553 is kept (latest timestamp)"),
+    ]
+    path = write_lines(tmp_path / "ratings.dat", lines)
+    cfg = config(tmp_path, path)
+    result = ingest.ingest(spark, cfg.source, cfg.ingest)
+    rejected = [(r.line_number, r.reason) for r in result.ratings_rejected.collect()]
+    line_307 = "duplicate (user_id, item_id) pair: line 2002 is kept (latest timestamp)"
+    assert rejected == sorted(
+        [(307, line_307)] + [(2000 + k + 1, why) for k, (_, why) in enumerate(lines[2000:])
+                             if why is not None])
+    kept = {(r.user_id, r.item_id): r.rating for r in result.ratings.collect()}
+    want = {(u, i): 3.0 for u in range(1, 41) for i in range(1, 51)}
+    want[(7, 7)] = 4.0
+    assert kept == want
+    assert result.ratings_stats.rejected_rows == 5 and result.ratings_stats.total_rows == 2005
 
 
 def test_files_are_named_as_given_whatever_their_characters(spark, tmp_path):

@@ -88,22 +88,57 @@ def window_partitions(parsed: DataFrame) -> Optional[int]:
     return wanted if wanted > default else None
 
 
-def classify_ratings(parsed: DataFrame, ingest: IngestConfig,
-                     partitions: Optional[int] = None) -> DataFrame:
+# Pairs of rows for one (user, item) at most which the duplicate rule ranks alone, joined to
+# their rows as a broadcast; with more, every row goes through the window. A real export has
+# none (every MovieLens release), so usually no row is ranked at all.
+DUPLICATED_PAIRS_BROADCAST_MAX = 100_000
+
+
+def classify_ratings(parsed: DataFrame, ingest: IngestConfig, partitions: Optional[int] = None,
+                     level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> DataFrame:
     """Add the final ``reason`` (NULL = kept) to parsed ratings: scale and duplicate rules.
-    ``partitions``: the duplicate window's partition count (``window_partitions``; None:
-    ``spark.sql.shuffle.partitions``)."""
+
+    The rows with their scale reason are persisted at ``level`` (the count of duplicated pairs
+    and every table read them). Only the rows of pairs that have several good rows are ranked
+    (``_keep_first``): none without duplicates, which spares ranking every row (a shuffle and a
+    sort of the rows with their text and file name: 1.8 s of ML-1M's cold ingest, 16.1 s
+    against 17.9 s, docs/performance.md). More than ``DUPLICATED_PAIRS_BROADCAST_MAX`` such
+    pairs rank every row, in ``partitions`` partitions (``window_partitions``; None:
+    ``spark.sql.shuffle.partitions``). The rows, and so the tables, are the same every way."""
     lo, hi = ingest.rating_min, ingest.rating_max
     scale_reason = F.when(
         F.col("reason").isNull() & ((F.col("rating") < lo) | (F.col("rating") > hi)),
         F.format_string(f"rating %s outside the scale [{lo:g}, {hi:g}]",
                         F.expr("cast(rating as string)")),
     ).otherwise(F.col("reason"))
-    return _keep_first(
-        parsed.withColumn("reason", scale_reason), ["user_id", "item_id"],
-        [F.col("timestamp_seconds").desc_nulls_last(), F.col("source_file").desc(),
-         F.col("split_start").desc(), F.col("split_line").desc()],
-        "duplicate (user_id, item_id) pair", " (latest timestamp)", partitions)
+    rows = parsed.withColumn("reason", scale_reason).persist(level)
+    keys = ["user_id", "item_id"]
+
+    def rank(some: DataFrame, parts: Optional[int]) -> DataFrame:
+        return _keep_first(
+            some, keys,
+            [F.col("timestamp_seconds").desc_nulls_last(), F.col("source_file").desc(),
+             F.col("split_start").desc(), F.col("split_line").desc()],
+            "duplicate (user_id, item_id) pair", " (latest timestamp)", parts)
+
+    duplicated = (rows.where(F.col("reason").isNull()).groupBy(*keys).count()
+                  .where(F.col("count") > 1).select(*keys).persist(level))
+    pairs = duplicated.count()
+    if pairs == 0:
+        duplicated.unpersist()
+        return _unranked(rows)
+    if pairs > DUPLICATED_PAIRS_BROADCAST_MAX:
+        duplicated.unpersist()
+        return rank(rows, partitions)
+    few = F.broadcast(duplicated)
+    return rank(rows.join(few, keys, "left_semi"), None).unionByName(
+        _unranked(rows.join(few, keys, "left_anti")))
+
+
+def _unranked(rows: DataFrame) -> DataFrame:
+    """Rows no duplicate rule ranked, with ``_keep_first``'s (NULL) kept-line columns."""
+    return rows.select("*", *[F.lit(None).cast(kind).alias(column) for column, kind in
+                              zip(_KEPT_COLUMNS, ("string", "long", "long"))])
 
 
 def classify_movies(parsed: DataFrame) -> DataFrame:
@@ -147,10 +182,8 @@ def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str,
 
 
 def ratings_table(classified: DataFrame) -> DataFrame:
-    """The ``ratings`` table (tutorial schema), each file sorted by user and item.
-
-    The duplicate rule's window (``classify_ratings``) left the rows hashed by (user, item) and
-    sorted by them within each partition: written as they are, with no global sort, which cost a
+    """The ``ratings`` table (tutorial schema), each file sorted by user and item: each
+    partition of the classified rows sorted where it is, with no global sort, which cost a
     range-sampling job and a second shuffle of every row (ML-1M's write: 3.8 s before, 2.7 s
     after, means of four runs, docs/performance.md). The rows, and so every later table, are
     the same."""
@@ -231,13 +264,12 @@ def ingest(spark, source: SourceConfig, ingest_cfg: IngestConfig,
     files = readers.resolve_files(source, spark)
     parsed = readers.read_ratings(spark, source, files.ratings, table_reader)
     partitions = window_partitions(parsed)
-    classified = classify_ratings(parsed, ingest_cfg, partitions)
-    # The classified rows are read three times (counts, rejects, ratings). An input large
-    # enough to spread the window wider than Spark's default keeps them on disk only: in
-    # memory, ML-25M's (raw lines and file names included) took about 1 GB of a 2 GB driver's
-    # heap beside the window's sort, and the sort ran out of it (docs/performance.md).
+    # The classified rows are read four times (duplicated pairs, counts, rejects, ratings). An
+    # input large enough to spread the window wider than Spark's default keeps them on disk
+    # only: in memory, ML-25M's (raw lines and file names included) took about 1 GB of a 2 GB
+    # driver's heap beside the window's sort, and the sort ran out of it (docs/performance.md).
     level = StorageLevel.DISK_ONLY if partitions else StorageLevel.MEMORY_AND_DISK
-    classified = classified.persist(level)
+    classified = classify_ratings(parsed, ingest_cfg, partitions, level)
     header_lines = readers.has_header_lines(source)
     ratings_rejected, ratings_stats = _rejects(classified, files.ratings_label, header_lines)
     movies = movies_rejected = movies_stats = None
