@@ -240,3 +240,29 @@ def test_the_rating_pieces_wait_on_disk(spark, sample, monkeypatch):
     assert levels == [(0, True, False), (1, True, False)]
     want = oracle(train, test, 1)
     assert model.training_info[0]["loss"] == pytest.approx(want[0]["loss"], rel=1e-8, abs=0)
+
+
+def test_a_task_cuts_its_ratings_every_piece_rows(spark, sample, monkeypatch):
+    """A task cuts what it has gathered every PIECE_ROWS ratings (here 50, in Arrow batches of
+    20, a few hundred ratings a task), so its memory does not grow with its partition: the
+    blocks, and so the factors, are the same bits as cut once per task, and the oracle's."""
+    from recsys.model import rating_blocks
+
+    train, test, train_df, test_df = sample
+    whole = fit(train_df, config(), test_df)
+    monkeypatch.setattr(rating_blocks, "PIECE_ROWS", 50)
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key)
+    spark.conf.set(key, "20")
+    try:
+        small = fit(train_df.repartition(2), config(), test_df)
+    finally:
+        spark.conf.set(key, old)
+    for side, id_col in (("users", "user_id"), ("items", "item_id")):
+        a, b = states(getattr(whole, side), id_col), states(getattr(small, side), id_col)
+        assert set(a) == set(b)
+        for key in a:
+            assert np.array_equal(a[key][0], b[key][0]) and a[key][1] == b[key][1]
+    want = oracle(train, test, 3)
+    assert [r["loss"] for r in small.training_info] == pytest.approx(
+        [w["loss"] for w in want], rel=1e-8, abs=0)

@@ -54,23 +54,33 @@ def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1), center: float
     lookup = (None if id_values is None
               else ratings.sparkSession.sparkContext.broadcast(tuple(map(list, id_values))))
 
-    def pieces(batches: Iterator) -> Iterator:
-        forget_zip_importers()
-        parts = [[] for _ in names]
-        for batch in batches:
-            for k, name in enumerate(names):
-                parts[k].append(batch.column(name).to_numpy(zero_copy_only=False))
-        if not parts[0] or not sum(len(a) for a in parts[0]):
-            return
+    def cut_rows(parts: list, indices: Optional[list]) -> Iterator:
         users, items, values, is_eval, hashes = [np.concatenate(a) for a in parts]
-        if lookup is not None:
-            users, items = (_positions(known, found)
-                            for known, found in zip(lookup.value, (users, items)))
+        if indices is not None:
+            users, items = (_positions(index, found)
+                            for index, found in zip(indices, (users, items)))
         # side 0: users by user block, with their hashes; side 1: items by item block.
         if 0 in sides:
             yield from _cut(0, (users, items, values, is_eval, hashes), num_blocks)
         if 1 in sides:
             yield from _cut(1, (items, users, values, is_eval), num_blocks)
+
+    def pieces(batches: Iterator) -> Iterator:
+        # Cut every PIECE_ROWS ratings, not once per partition: a task holds a few copies of
+        # what it has gathered, and a partition read straight from a table's file split (as
+        # with ``id_values``: no shuffle before) may hold tens of millions of ratings.
+        forget_zip_importers()
+        indices = None if lookup is None else [_hashed(ids) for ids in lookup.value]
+        parts, gathered = [[] for _ in names], 0
+        for batch in batches:
+            for k, name in enumerate(names):
+                parts[k].append(batch.column(name).to_numpy(zero_copy_only=False))
+            gathered += batch.num_rows
+            if gathered >= PIECE_ROWS:
+                yield from cut_rows(parts, indices)
+                parts, gathered = [[] for _ in names], 0
+        if gathered:
+            yield from cut_rows(parts, indices)
 
     cut = ratings.select(*names).mapInArrow(pieces, "side int, block int, payload binary")
     # On disk only: the pieces (every rating twice) are read once per side and dropped, and in
@@ -83,12 +93,16 @@ def both_blocks(ratings: DataFrame, num_blocks: int, sides=(0, 1), center: float
     return both
 
 
-def _positions(known: list, ids: np.ndarray) -> np.ndarray:
-    """The index (position in ``known``) of each of ``ids``, by hash lookup; every id must be
-    there."""
+def _hashed(known: list):
+    """``known`` as a pandas Index (a hash table of the ids, built once per task)."""
     import pandas as pd
 
-    found = pd.Index(known).get_indexer(ids)
+    return pd.Index(known)
+
+
+def _positions(known, ids: np.ndarray) -> np.ndarray:
+    """The position in ``known`` (``_hashed``) of each of ``ids``; every id must be there."""
+    found = known.get_indexer(ids)
     if len(found) and found.min() < 0:  # cannot happen: the index holds every id of the rows
         raise RuntimeError(f"id {ids[np.argmin(found)]!r} is not in the id index")
     return found.astype(np.int64)
