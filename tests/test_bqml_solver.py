@@ -144,9 +144,8 @@ def test_ids_looked_up_in_the_tasks_give_the_joined_indices_factors(spark, sampl
 
     train, test, train_df, test_df = sample
     if id_type == "string":  # not in numeric order: "u10" sorts before "u2"
-        as_text = lambda df: df.select(F.concat(F.lit("u"), F.col("user_id").cast("string"))  # noqa: E731
-                                       .alias("user_id"), "item_id", "rating")
-        train_df, test_df = as_text(train_df), as_text(test_df)
+        text_id = F.concat(F.lit("u"), F.col("user_id").cast("string")).alias("user_id")
+        train_df, test_df = (df.select(text_id, "item_id", "rating") for df in (train_df, test_df))
     looked_up = fit(train_df, config(), test_df)
     monkeypatch.setattr(id_module, "LOCAL_INDEX_MAX", 0)
     joined = fit(train_df, config(), test_df)

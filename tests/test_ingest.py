@@ -366,9 +366,11 @@ def test_the_duplicate_rule_gives_the_same_tables_however_it_ranks(
     rows are the hand-written ones whether every row is ranked (more duplicated pairs than the
     limit), or only the two pairs' rows are (a broadcast of the pairs)."""
     monkeypatch.setattr(ingest, "DUPLICATED_PAIRS_BROADCAST_MAX", broadcast_max)
-    lines = [(f"{u}::{i}::3::{1000 + u}".encode(), None) for u in range(1, 41) for i in range(1, 51)]
+    lines = [(f"{u}::{i}::3::{1000 + u}".encode(), None)
+             for u in range(1, 41) for i in range(1, 51)]  # (u, i) on line 50 (u - 1) + i
     lines += [
-        (b"7::7::5::999", "duplicate (user_id, item_id) pair: line 2002 is kept (latest timestamp)"),
+        (b"7::7::5::999",
+         "duplicate (user_id, item_id) pair: line 2002 is kept (latest timestamp)"),
         (b"7::7::4::1007", None),  # the tie with line 307: the later line wins
         (b"9::x::4::1", "item_id is not an integer: 'x'"),
         (b"9::9::9::5000", "rating 9.0 outside the scale [1, 5]"),  # off the scale: not ranked

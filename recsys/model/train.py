@@ -238,9 +238,10 @@ def _solver_rows(ratings: DataFrame, eval_ratings: Optional[DataFrame],
     """The solver's input (``bqml_als.solve``) and its ``id_values``.
 
     Integer and string ids numbered on the driver (every MovieLens release) stay as they are:
-    the solver's tasks look their indices up (``rating_blocks.both_blocks``), with no join; at
-    ML-1M the two joins and their Spark jobs cost about 3 s of the train stage. Other ids, or
-    more than ``ids.LOCAL_INDEX_MAX`` of them, are joined with the indices here."""
+    the solver's tasks look their indices up (``rating_blocks.both_blocks``), with no join
+    (ML-1M's train stage 20.8 s against 23.4 s, means of four same-run pairs,
+    docs/performance.md). Other ids, or more than ``ids.LOCAL_INDEX_MAX`` of them, are joined
+    with the indices here."""
     simple = (users.values is not None and items.values is not None
               and all(isinstance(ratings.schema[c].dataType, (T.IntegralType, T.StringType))
                       for c in (cfg.user_col, cfg.item_col)))

@@ -101,10 +101,12 @@ def classify_ratings(parsed: DataFrame, ingest: IngestConfig, partitions: Option
     The rows with their scale reason are persisted at ``level`` (the count of duplicated pairs
     and every table read them). Only the rows of pairs that have several good rows are ranked
     (``_keep_first``): none without duplicates, which spares ranking every row (a shuffle and a
-    sort of the rows with their text and file name: 1.8 s of ML-1M's cold ingest, 16.1 s
-    against 17.9 s, docs/performance.md). More than ``DUPLICATED_PAIRS_BROADCAST_MAX`` such
-    pairs rank every row, in ``partitions`` partitions (``window_partitions``; None:
-    ``spark.sql.shuffle.partitions``). The rows, and so the tables, are the same every way."""
+    sort of the rows with their text and file name; ML-1M's ingest stage 14.7 s against
+    16.6 s, means of four same-run pairs, docs/performance.md). More than
+    ``DUPLICATED_PAIRS_BROADCAST_MAX`` such pairs rank every row, in ``partitions`` partitions
+    (``window_partitions``; None: ``spark.sql.shuffle.partitions``), computed again by each
+    table that reads it: rare input, and the heap a second cache would take is what a 2 GB
+    driver lacks at ML-25M. The rows, and so the tables, are the same every way."""
     lo, hi = ingest.rating_min, ingest.rating_max
     scale_reason = F.when(
         F.col("reason").isNull() & ((F.col("rating") < lo) | (F.col("rating") > hi)),
