@@ -138,9 +138,10 @@ def classify_ratings(parsed: DataFrame, ingest: IngestConfig, partitions: Option
 
 
 def _unranked(rows: DataFrame) -> DataFrame:
-    """Rows no duplicate rule ranked, with ``_keep_first``'s (NULL) kept-line columns."""
-    return rows.select("*", *[F.lit(None).cast(kind).alias(column) for column, kind in
-                              zip(_KEPT_COLUMNS, ("string", "long", "long"))])
+    """Rows no duplicate rule ranked, with ``_keep_first``'s (NULL) kept-line columns, typed
+    as the columns they would copy."""
+    return rows.select("*", *[F.lit(None).cast(rows.schema[of].dataType).alias(column)
+                              for column, of in zip(_KEPT_COLUMNS, _KEPT_FROM)])
 
 
 def classify_movies(parsed: DataFrame) -> DataFrame:
@@ -153,6 +154,7 @@ def classify_movies(parsed: DataFrame) -> DataFrame:
 # line's number is known (``rejected_table``).
 _KEPT = "{kept}"
 _KEPT_COLUMNS = ("_kept_file", "_kept_start", "_kept_line")
+_KEPT_FROM = ("source_file", "split_start", "split_line")  # what each of them copies
 
 
 def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str,
@@ -176,7 +178,7 @@ def _keep_first(rows: DataFrame, keys: list, order: list, what: str, why: str,
     duplicate = F.col("_good") & (F.row_number().over(window) > 1)
     ranked = rows.select("*", duplicate.alias("_duplicate"), *[
         F.first(of).over(window).alias(column)
-        for column, of in zip(_KEPT_COLUMNS, ("source_file", "split_start", "split_line"))])
+        for column, of in zip(_KEPT_COLUMNS, _KEPT_FROM)])
     reason = F.when(F.col("_duplicate"), F.lit(f"{what}: {_KEPT} is kept{why}")).otherwise(
         F.col("reason")).alias("reason")
     return ranked.select(*[reason if c == "reason" else c for c in columns],
