@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 
 @dataclass
@@ -24,6 +24,8 @@ class JobReport:
     tables: Dict[str, str] = field(default_factory=dict)
     # Sub-stage wall seconds; not added to the total.
     details: Dict[str, float] = field(default_factory=dict)
+    # Stages that ran in a thread beside later ones: their time is not added to the total.
+    beside: Set[str] = field(default_factory=set)
     # Non-zero: the result failed a check the config asked for (every output is written).
     exit_code: int = 0
 
@@ -32,18 +34,27 @@ class JobReport:
         self.lines.append(text)
 
     def render(self) -> str:
-        """The summary as text."""
-        total = sum(self.timings.values())
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        """The summary as text.
+
+        >>> JobReport("pipeline", timings={"train": 2.0, "weights": 1.5, "recommend": 1.0},
+        ...           beside={"weights"}).render()
+        'recsys pipeline: done in 3.0s (train 2.0s, weights 1.5s beside, recommend 1.0s)'
+        """
+        total = sum(v for k, v in self.timings.items() if k not in self.beside)
+        stages = ", ".join(f"{k} {v:.1f}s{' beside' if k in self.beside else ''}"
+                           for k, v in self.timings.items())
         return "\n".join([f"recsys {self.job}: done in {total:.1f}s ({stages})", *self.lines])
 
 
 class StageTimer:
     """Adds the wall time of a ``with`` block to a report's timings under a stage name, and
-    shows progress on stderr (a stage's start and end, with the clock time) for long runs."""
+    shows progress on stderr (a stage's start and end, with the clock time) for long runs.
+    ``beside``: the block runs in a thread beside later stages (``JobReport.beside``)."""
 
-    def __init__(self, report: JobReport, stage: str):
+    def __init__(self, report: JobReport, stage: str, beside: bool = False):
         self.report, self.stage = report, stage
+        if beside:
+            report.beside.add(stage)
 
     def __enter__(self):
         self.start = time.perf_counter()

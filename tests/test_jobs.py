@@ -204,3 +204,32 @@ def test_recommend_input_of_users_and_of_pairs(spark, tmp_path, trained):
            for r in read(sink, "recommend_top5").itertuples()}
     mine = pairs.groupby("user_id").item_id.apply(list).to_dict()
     assert top == {u: sorted(v, key=lambda i: (-predict(u, i), i))[:2] for u, v in mine.items()}
+
+
+def test_a_failed_model_table_write_fails_the_pipeline_and_publishes_nothing(
+        spark, small_source, tmp_path, monkeypatch):
+    """The pipeline writes ML.WEIGHTS and its siblings in a thread beside evaluate and
+    recommend: when that write fails, the run still fails with its error (the one line the job
+    runner prints), after the stages beside it ended, and no table of the run is published
+    (its manifest says it failed, and why)."""
+    import glob
+    import json
+    import os
+
+    from conftest import run_in_process
+    from recsys.runner import pipeline
+
+    def failing(spark, trained):
+        raise RuntimeError("the weights write failed")
+
+    monkeypatch.setattr(pipeline.weights_stage, "weights", failing)
+    with pytest.raises(RuntimeError, match="the weights write failed"):
+        run_in_process(spark, [f"source.ratings={small_source / 'ratings.csv'}",
+                               f"sink.path={tmp_path}", "model.max_iterations=1"])
+    dataset = tmp_path / "bqml_tutorial"
+    assert not os.path.exists(dataset / ".current")
+    [manifest] = [json.load(open(path)) for path in glob.glob(str(dataset / ".runs" / "*.json"))]
+    assert manifest["success"] is False
+    assert "the weights write failed" in manifest["error"]
+    # The stages beside the failed write went on to the end: the top-5 table was written.
+    assert "recommend_top5" in os.listdir(dataset / ".versions")
