@@ -209,9 +209,9 @@ def test_recommend_input_of_users_and_of_pairs(spark, tmp_path, trained):
 def test_a_failed_model_table_write_fails_the_pipeline_and_publishes_nothing(
         spark, small_source, tmp_path, monkeypatch):
     """The pipeline writes ML.WEIGHTS and its siblings in a thread beside evaluate and
-    recommend: when that write fails, the run still fails with its error (the one line the job
-    runner prints), after the stages beside it ended, and no table of the run is published
-    (its manifest says it failed, and why)."""
+    recommend: when that write fails, the run still fails with that write's error, after the
+    stages beside it ended, and no table of the run is published (its manifest says it
+    failed, and why)."""
     import glob
     import json
     import os
