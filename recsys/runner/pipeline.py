@@ -7,9 +7,9 @@ configured sink, and returns a ``Report`` for the job runner to print.
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from typing import Callable, Dict, List, Optional
+from concurrent.futures import Future, ThreadPoolExecutor, wait as wait_all
+from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -28,6 +28,11 @@ from recsys.errors import ConfigError, InputError
 from recsys.sinks import job_unit, make_sink, resolve_model, resolve_table
 
 SAMPLE_USERS = 3
+
+# Table writes that run in a thread beside the stages after them (``run_pipeline``): Spark runs
+# jobs from several threads at once, and those small single-task jobs would otherwise leave a
+# core idle. Its thread starts with the first write.
+_BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recsys-beside")
 
 
 # The job report and its stage timer are the neutral module's (compare reports the same way).
@@ -106,11 +111,11 @@ def _table_reader(spark: SparkSession, cfg: Config):
 
 @_as_run("train")
 def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
-              beside: Optional[List["Beside"]] = None) -> Report:
+              beside: Optional[List[Future]] = None) -> Report:
     """CREATE MODEL: split, fit, record training-time metrics, save the model and write
     ``training_info`` (ML.TRAINING_INFO), ``weights`` (ML.WEIGHTS) and ``embeddings``
-    (ML.GENERATE_EMBEDDING): here, or, given a ``beside`` list, in a thread appended to it
-    (``Beside``), which the caller waits for."""
+    (ML.GENERATE_EMBEDDING): here, or, given a ``beside`` list, in a thread whose future is
+    appended to it, which the caller waits for."""
     report = report or Report("train")
     sink = make_sink(cfg)
     m = cfg.model
@@ -145,8 +150,8 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
     if beside is None:
         _write_model_tables(spark, report, sink, trained)
     else:  # the pipeline goes on to evaluate and recommend meanwhile
-        beside.append(Beside(functools.partial(_write_model_tables, spark, report, sink,
-                                               trained, beside=True)))
+        beside.append(_BESIDE.submit(_write_model_tables, spark, report, sink, trained,
+                                     beside=True))
     opts, data = trained.options, trained.data
     # spark_als's "final" mode runs max_iterations in one fit and records one row.
     iterations = (m.max_iterations if opts["solver"] == "spark_als" and m.training_info == "final"
@@ -188,28 +193,6 @@ def _write_model_tables(spark: SparkSession, report: Report, sink, trained,
                                                 weights_stage.weights(spark, trained))
         report.tables[schemas.EMBEDDINGS] = _write(report, sink, schemas.EMBEDDINGS,
                                                    weights_stage.embeddings(trained))
-
-
-class Beside(threading.Thread):
-    """Table writes run in a thread beside the stages after them: Spark runs jobs from several
-    threads at once, and these small single-task jobs would otherwise leave a core idle.
-    ``wait`` joins the thread and raises what the writes raised."""
-
-    def __init__(self, write: Callable[[], None]):
-        super().__init__(name="recsys-beside", daemon=True)
-        self.write, self.error = write, None
-        self.start()
-
-    def run(self):
-        try:
-            self.write()
-        except BaseException as exc:  # raised again in the job's thread, by wait()
-            self.error = exc
-
-    def wait(self) -> None:
-        self.join()
-        if self.error is not None:
-            raise self.error
 
 
 def solver_text(options: Dict) -> str:
@@ -346,7 +329,7 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> Report:
     # ML.WEIGHTS and its two siblings are written beside evaluate and recommend, which read
     # the saved model, not those tables: ML-1M's stages after train took 11.5 s against 13.2 s
     # (means of four same-run pairs, docs/performance.md).
-    beside: List[Beside] = []
+    beside: List[Future] = []
     try:
         run_train(spark, cfg, report, beside)
         sink = make_sink(cfg)
@@ -354,12 +337,11 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> Report:
         run_evaluate(spark, cfg, report, trained)
         run_recommend(spark, cfg, report, trained)
     except BaseException:
-        for thread in beside:  # the first failure is the one reported
-            thread.join()
+        wait_all(beside)  # the first failure is the one reported
         raise
     waited = time.perf_counter()
-    for thread in beside:
-        thread.wait()
+    for write in beside:
+        write.result()  # raises what the write raised
     waited = time.perf_counter() - waited
     if waited >= 0.05:  # the time the stages beside took longer, in the job's total
         report.timings["beside_wait"] = waited
