@@ -1,5 +1,6 @@
 """Shared fixtures: one local SparkSession for the whole test run, built by the project factory."""
 
+import hashlib
 import os
 import shutil
 import sys
@@ -28,10 +29,51 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 # (docs/development.md). Tests only: a production JVM keeps every check.
 # Nor do they start the Spark UI (a system property spark.* is a SparkConf default; the suite's
 # own session sets it too): 36.2 and 36.2 s against 37.7 and 38.2 s, alternating, 10:10-10:13.
-os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 "
-                                           "-XX:+UnlockDiagnosticVMOptions "
-                                           "-XX:-BytecodeVerificationRemote "
-                                           "-Dspark.ui.enabled=false")
+_SUITE_JVM_OPTS = ("-XX:TieredStopAtLevel=1 -XX:+UnlockDiagnosticVMOptions "
+                   "-XX:-BytecodeVerificationRemote -Dspark.ui.enabled=false")
+
+
+def _java_release() -> tuple:
+    """(java home, JAVA_VERSION) of the JVM pyspark launches (JAVA_HOME, else `java` on PATH),
+    read from its ``release`` file without starting it; ("", "") when unknown."""
+    java = (os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME")
+            else shutil.which("java"))
+    home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else ""
+    try:
+        with open(os.path.join(home, "release")) as fh:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
+        return home, fields.get("JAVA_VERSION", "").strip('"')
+    except OSError:
+        return "", ""
+
+
+def _class_archive() -> str:
+    """Where this checkout keeps the suite's JVM class archive for this pyspark and this JVM,
+    or "" where the JVM has no dynamic archives (before JDK 13)."""
+    import pyspark
+
+    home, version = _java_release()
+    if not version or int(version.split(".")[0]) < 13:
+        return ""
+    spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    key = hashlib.sha1(f"{pyspark.__version__}|{spark_home}|{home}|{version}".encode())
+    return os.path.join(REPO, ".jvm-class-archive", key.hexdigest()[:16] + ".jsa")
+
+
+# Class data sharing: the suite's JVMs map Spark's classes, already parsed and linked, from
+# one archive (JDK 13+ dynamic CDS) instead of loading them from the jars. The suite's own
+# session writes it when it ends (``spark`` below), so the first run of a checkout makes it and
+# every JVM after uses it: in CI the default tier makes it and the marked tiers use it. Writing
+# it costs that run about 25 s; each JVM after saves about 5 s (docs/development.md). The
+# archive records Spark's jars: a JVM with other jars or another JDK ignores it, and says
+# nothing (-Xlog:cds=off: its warning would go to the job's stdout). RECSYS_TESTS_JVM_ARCHIVE=off
+# neither uses nor writes one (.ci/run's last step, after which no JVM would use it).
+JVM_CLASS_ARCHIVE = ("" if os.environ.get("RECSYS_TESTS_JVM_ARCHIVE") == "off"
+                     else _class_archive())
+if JVM_CLASS_ARCHIVE and os.path.exists(JVM_CLASS_ARCHIVE):
+    _SUITE_JVM_OPTS += (f" -XX:SharedArchiveFile={JVM_CLASS_ARCHIVE}"
+                        " -Xlog:cds=off,cds+dynamic=off")
+os.environ.setdefault("SPARK_SUBMIT_OPTS", _SUITE_JVM_OPTS)
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +87,43 @@ def spark(tmp_path_factory):
         "spark.ui.enabled": "false",
         "spark.driver.memory": "2g",
     })
-    session = build_session(SparkConfig(
-        master="local[2]", app_name="recsys-tests", log_level="ERROR", conf=conf,
-        checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints"))))
+    # No archive yet (the checkout's first run): this JVM, which runs every stage of recsys,
+    # writes one when it exits. Only this JVM: the suite's own options stay as they are.
+    dump = (JVM_CLASS_ARCHIVE and not os.path.exists(JVM_CLASS_ARCHIVE)
+            and os.environ.get("SPARK_SUBMIT_OPTS") == _SUITE_JVM_OPTS)
+    partial = f"{JVM_CLASS_ARCHIVE}.{os.getpid()}.part"
+    if dump:
+        os.makedirs(os.path.dirname(JVM_CLASS_ARCHIVE), exist_ok=True)
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{_SUITE_JVM_OPTS} -XX:ArchiveClassesAtExit={partial}"
+    try:
+        session = build_session(SparkConfig(
+            master="local[2]", app_name="recsys-tests", log_level="ERROR", conf=conf,
+            checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints"))))
+    finally:
+        if dump:
+            os.environ["SPARK_SUBMIT_OPTS"] = _SUITE_JVM_OPTS
     yield session
     session.stop()
+    if dump:
+        _exit_and_keep_the_archive(partial)
+
+
+def _exit_and_keep_the_archive(partial: str) -> None:
+    """End the suite's JVM normally (the JVM writes its class archive only then; pyspark would
+    kill it) and move the archive into place whole, so that no JVM maps a half-written one."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    try:
+        gateway.jvm.java.lang.System.exit(0)
+    except Exception:  # the call never returns: the JVM is gone
+        pass
+    try:
+        gateway.proc.wait(timeout=300)
+    except Exception:
+        return
+    if os.path.exists(partial):
+        os.replace(partial, JVM_CLASS_ARCHIVE)
 
 
 # --- the default tier -----------------------------------------------------------------------------

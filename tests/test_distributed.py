@@ -71,8 +71,13 @@ def test_standalone_cluster_gives_the_local_tables(source, local_tables, cluster
     sink = tmp_path / "sink"
     # An empty spark.master: the session takes spark-submit's --master.
     args = job_args(source, sink, "--set", "spark.master=")
+    # The executors run with the suite's JVM options, as its other JVMs do (tests/conftest.py),
+    # but its Spark settings (-Dspark.*: Spark refuses them there).
+    executor_opts = " ".join(opt for opt in os.environ["SPARK_SUBMIT_OPTS"].split()
+                             if not opt.startswith("-Dspark."))
     cmd = [os.path.join(SPARK_HOME, "bin", "spark-submit"), "--master", url,
            "--py-files", archive_path, "--conf", "spark.executor.memory=1g",
+           "--conf", f"spark.executor.extraJavaOptions={executor_opts}",
            "--conf", f"spark.pyspark.python={sys.executable}",
            "--conf", f"spark.pyspark.driver.python={sys.executable}",
            os.path.join(REPO, "jobs", "pipeline.py"), *args,
