@@ -49,15 +49,19 @@ def _java_release() -> tuple:
 
 def _class_archive() -> str:
     """Where this checkout keeps the suite's JVM class archive for this pyspark and this JVM,
-    or "" where the JVM has no dynamic archives (before JDK 13)."""
-    import pyspark
-
+    or "" where the JVM has no dynamic archives (before JDK 13) or the path holds a space, and
+    in a venv without pyspark (the Airflow DAG's test)."""
+    try:
+        import pyspark
+    except ImportError:
+        return ""
     home, version = _java_release()
     if not version or int(version.split(".")[0]) < 13:
         return ""
     spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
     key = hashlib.sha1(f"{pyspark.__version__}|{spark_home}|{home}|{version}".encode())
-    return os.path.join(REPO, ".jvm-class-archive", key.hexdigest()[:16] + ".jsa")
+    path = os.path.join(REPO, ".jvm-class-archive", key.hexdigest()[:16] + ".jsa")
+    return "" if any(c.isspace() for c in path) else path  # SPARK_SUBMIT_OPTS splits at spaces
 
 
 # Class data sharing: the suite's JVMs map Spark's classes, already parsed and linked, from
