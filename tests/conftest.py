@@ -56,10 +56,15 @@ def _class_archive() -> str:
     except ImportError:
         return ""
     home, version = _java_release()
-    if not version or int(version.split(".")[0]) < 13:
+    major = version.split(".")[0].split("-")[0]  # "17.0.15", "21", "22-ea"
+    if not major.isdigit() or int(major) < 13:
         return ""
     spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
-    key = hashlib.sha1(f"{pyspark.__version__}|{spark_home}|{home}|{version}".encode())
+    try:  # a reinstall rewrites the jars (the archive checks their times), and so the folder
+        jars = os.stat(os.path.join(spark_home, "jars")).st_mtime_ns
+    except OSError:
+        jars = 0
+    key = hashlib.sha1(f"{pyspark.__version__}|{spark_home}|{jars}|{home}|{version}".encode())
     path = os.path.join(REPO, ".jvm-class-archive", key.hexdigest()[:16] + ".jsa")
     return "" if any(c.isspace() for c in path) else path  # SPARK_SUBMIT_OPTS splits at spaces
 
