@@ -49,10 +49,25 @@ class JobReport:
 class StageTimer:
     """Adds the wall time of a ``with`` block to a report's timings under a stage name, and
     shows progress on stderr (a stage's start and end, with the clock time) for long runs.
-    ``beside``: the block runs in a thread beside later stages (``JobReport.beside``)."""
+    ``beside``: the block runs in a thread beside later stages (``JobReport.beside``).
+
+    The stage takes its place in the timings when the timer is built, so a timer built before
+    its block is handed to a thread lists the stage where it was started from, not where the
+    thread happened to end:
+
+    >>> report = JobReport("job")
+    >>> weights = StageTimer(report, "weights", beside=True)  # its block runs later, in a thread
+    >>> with StageTimer(report, "evaluate"):
+    ...     pass
+    >>> with weights:
+    ...     pass
+    >>> list(report.timings)
+    ['weights', 'evaluate']
+    """
 
     def __init__(self, report: JobReport, stage: str, beside: bool = False):
         self.report, self.stage = report, stage
+        report.timings.setdefault(stage, 0.0)
         if beside:
             report.beside.add(stage)
 

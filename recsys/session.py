@@ -23,6 +23,14 @@ DEFAULT_CONF = {
     "spark.ui.showConsoleProgress": "false",
     # INT96 is deprecated; microsecond timestamps read back as TIMESTAMP in BigQuery and pyarrow.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # Python tasks of DataFrames (the Arrow tasks) and of RDDs (createDataFrame from a list
+    # pickles through one) share Python workers only when their environments are equal, and
+    # the simplified traceback of the first sets a variable the second lacks: with it, a run
+    # starts two Python daemons, each forking its own workers. A 14-user pipeline ran 6 such
+    # processes (10.8 CPU-s) with it and 3 (6.2 CPU-s) without; the quick start's job time
+    # was 52.6 s against 47.0 s (means of three alternating pairs, docs/performance.md). A
+    # task's error then shows pyspark's frames too.
+    "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled": "false",
 }
 
 

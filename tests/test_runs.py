@@ -123,29 +123,63 @@ def warehouse_of_run_a(sources, tmp_path_factory):
     return sink
 
 
-BOUNDARIES = ("ingest", "train", "evaluate", "recommend", "manifest", "switch")
+BOUNDARIES = ("ingest", "train", "evaluate", "recommend", "manifest", "switch",
+              "write:recommend")
+
+
+def killed_at(boundary, source, sink):
+    """Start a run of ``source`` that stops at ``boundary`` (tests/barrier_run.py), SIGKILL it
+    there; its run id, and for ``write:<table>`` the version folder its write had begun (which
+    had no _SUCCESS)."""
+    if not boundary.startswith("write:"):
+        proc = start(BARRIER, boundary, *args(source, sink))
+        run_id = wait_barrier(proc, boundary)
+        kill(proc)
+        return run_id, None
+    versions = os.path.join(sink, DATASET, ".versions", boundary[len("write:"):])
+    before = set(os.listdir(versions))
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(420)  # a barrier, not a poll: accept() returns when the task arrives
+        proc = start(BARRIER, boundary, *args(source, sink),
+                     env={"RECSYS_BARRIER_PORT": str(server.getsockname()[1])})
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            kill(proc)
+            raise AssertionError("the write never reached its barrier")
+        with conn:
+            got, run_id = conn.makefile().readline().split()[1:]
+            assert got == boundary
+            partial = set(os.listdir(versions)) - before
+            assert len(partial) == 1, partial  # the killed run's version folder, begun
+            folder = os.path.join(versions, partial.pop())
+            assert not os.path.exists(os.path.join(folder, "_SUCCESS"))
+            kill(proc)
+    return run_id, folder
 
 
 def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_over(
         sources, warehouse_of_run_a, tmp_path):
-    """A run (source B) SIGKILLed (process group) at each stage boundary and at both steps of
-    its commit leaves the dataset exactly as the last successful run (source A) left it: every
-    table equal to before, ``ratings`` equal to a plain reading of A (not B), ``.current`` still
-    A's run; the next run reports the killed run's lock as stale, takes it over and marks the
-    killed run failed in its manifest (also the one killed after writing its manifest, whose
-    switch never happened). A final released run commits B's tables together."""
+    """A run (source B) SIGKILLed (process group) at each stage boundary, at both steps of its
+    commit, and while a task of its all-pairs ``recommend`` write is held (the write has begun,
+    its version folder has no _SUCCESS) leaves the dataset exactly as the last successful run
+    (source A) left it: every table equal to before, ``ratings`` equal to a plain reading of A
+    (not B), ``.current`` still A's run; the next run reports the killed run's lock as stale,
+    takes it over and marks the killed run failed in its manifest (also the one killed after
+    writing its manifest, whose switch never happened). A final released run commits B's
+    tables together, removes the partial folder and keeps its own and A's ``recommend`` only."""
     source_a, source_b = sources
     sink = copy_warehouse(warehouse_of_run_a, tmp_path / "wh")
     run_a = current_run(sink)
     before = tables_of(sink)
     assert ratings_table(sink) == plain_ratings(source_a)
     assert manifest(sink, run_a)["success"] is True
+    recommend_versions = os.path.join(sink, DATASET, ".versions", "recommend")
+    kept = set(os.listdir(recommend_versions))
 
-    killed = None
+    killed = partial = None
     for boundary in BOUNDARIES:
-        proc = start(BARRIER, boundary, *args(source_b, sink))
-        run_b = wait_barrier(proc, boundary)
-        kill(proc)
+        run_b, partial = killed_at(boundary, source_b, sink)
         assert current_run(sink) == run_a, boundary
         assert tables_of(sink) == before, f"killed after {boundary}: the tables changed"
         assert ratings_table(sink) == plain_ratings(source_a)
@@ -170,46 +204,10 @@ def test_killed_at_every_boundary_changes_nothing_and_the_stale_lock_is_taken_ov
     top = pd.read_parquet(os.path.join(sink, DATASET, "recommend_top5"))
     assert sorted(top.user_id) == sorted({u for u, _, _ in plain_ratings(source_b)})
     assert set(record["tables"]) == set(TABLES) and set(record["written"]["tables"]) == set(TABLES)
-
-
-def test_killed_in_the_middle_of_a_table_write_changes_nothing(sources, warehouse_of_run_a,
-                                                                tmp_path):
-    """A run (source B) SIGKILLed while a task of its all-pairs ``recommend`` write is held
-    (tests/barrier_run.py ``write:recommend``: the write has begun, its version folder has no
-    _SUCCESS) leaves every table equal to the last successful run's (source A) and readable;
-    the next run removes the partial folder and keeps its own and A's version only."""
-    source_a, source_b = sources
-    sink = copy_warehouse(warehouse_of_run_a, tmp_path / "wh")
-    run_a = current_run(sink)
-    before = tables_of(sink)
-    versions = os.path.join(sink, DATASET, ".versions", "recommend")
-    kept = set(os.listdir(versions))
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(420)  # a barrier, not a poll: accept() returns when the task arrives
-        proc = start(BARRIER, "write:recommend", *args(source_b, sink),
-                     env={"RECSYS_BARRIER_PORT": str(server.getsockname()[1])})
-        try:
-            conn, _ = server.accept()
-        except socket.timeout:
-            kill(proc)
-            raise AssertionError("the write never reached its barrier")
-        with conn:
-            boundary, run_b = conn.makefile().readline().split()[1:]
-            assert boundary == "write:recommend"
-            partial = set(os.listdir(versions)) - kept
-            assert len(partial) == 1, partial  # the killed run's version folder, begun
-            folder = os.path.join(versions, partial.pop())
-            assert not os.path.exists(os.path.join(folder, "_SUCCESS"))
-            kill(proc)
-    assert current_run(sink) == run_a
-    assert tables_of(sink) == before
-    assert manifest(sink, run_b)["success"] is None
-
-    finish(start(BARRIER, "-", *args(source_b, sink)))
-    assert not os.path.exists(folder)
-    assert len(os.listdir(versions)) == 2 and kept <= set(os.listdir(versions))
-    assert ratings_table(sink) == plain_ratings(source_b)
+    # The partial folder of the write killed last is gone, and so is every killed run's
+    # complete version: A's (the previous successful run) and C's are kept.
+    assert not os.path.exists(partial)
+    assert len(os.listdir(recommend_versions)) == 2 and kept <= set(os.listdir(recommend_versions))
 
 
 def test_a_second_run_is_refused_at_once_or_waits_and_never_breaks_the_live_run(

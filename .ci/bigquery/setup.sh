@@ -3,10 +3,14 @@
 #
 #   bash .ci/bigquery/setup.sh && .venv-spark35/bin/python -m pytest -q -p no:cacheprovider tests/bigquery -m bigquery
 #
+# `setup.sh deps` installs everything but this repo; a later `setup.sh` then adds only the repo
+# (editable): .ci/run installs the packages beside the default tier, whose own editable install
+# of the repo must not run at the same time as another (both write recsys.egg-info here).
+#
 # Needs: python3 >= 3.11 for the emulator venv (bqemulator requires it; set BQEMU_PYTHON to choose one),
 # python3 >= 3.10 for the Spark venv (SPARK35_PYTHON), Java 17 (for the tests, not for this script),
 # network access to PyPI. With UV set to a uv executable (.ci/run sets it), uv installs the pinned
-# packages instead of pip, because CI runs this beside the marked tiers on two cores: 57.5 CPU-s
+# packages instead of pip, because CI runs this beside the default tier on two cores: 57.5 CPU-s
 # against pip's 67.7 here (building pyspark 3.5.9 from its sdist is 25 of them with either tool),
 # 16.6 against 184.2 for the Airflow venv (docs/development.md). Creates:
 #   .venv-bqemu/     bqemulator 1.4.0 (patched by .ci/bigquery/patch_bqemulator.py), DuckDB 1.5.5 and its
@@ -98,13 +102,23 @@ echo "$S" > .venv-bqemu/.setup-stamp
 PY_SPARK=$(pick_python 10 "${SPARK35_PYTHON:-}" python3 python3.13 python3.12 python3.11 python3.10) || {
   echo "error: need Python >= 3.10 for .venv-spark35 (set SPARK35_PYTHON)" >&2; exit 1; }
 make_venv .venv-spark35 "$PY_SPARK"
-S=$(stamp_of "$SPARK35_PKGS$(cat pyproject.toml)")
+S=$(stamp_of "$SPARK35_PKGS")
 if [ "$(cat .venv-spark35/.setup-stamp 2>/dev/null)" != "$S" ]; then
-  log "installing into .venv-spark35: $SPARK35_PKGS + the repo (editable)"
+  log "installing into .venv-spark35: $SPARK35_PKGS"
   # Compiled to bytecode (pip does that by itself; uv when asked): every Spark job process and
   # Python worker of the 3.5 pass imports pyspark, pandas and pyarrow.
-  pip_install .venv-spark35 ${UV:+--compile-bytecode} $SPARK35_PKGS -e .
+  pip_install .venv-spark35 ${UV:+--compile-bytecode} $SPARK35_PKGS
   echo "$S" > .venv-spark35/.setup-stamp
+fi
+if [ "${1:-}" = deps ]; then
+  log "done (without the repo)"
+  exit 0
+fi
+S=$(stamp_of "$(cat pyproject.toml)")
+if [ "$(cat .venv-spark35/.repo-stamp 2>/dev/null)" != "$S" ]; then
+  log "installing the repo into .venv-spark35 (editable)"
+  pip_install .venv-spark35 -e .
+  echo "$S" > .venv-spark35/.repo-stamp
 fi
 .venv-spark35/bin/python -c "import pyspark, recsys, google.cloud.bigquery as b; print('[bigquery setup] .venv-spark35: pyspark', pyspark.__version__, '| google-cloud-bigquery', b.__version__)"
 if ! command -v java >/dev/null 2>&1; then

@@ -147,11 +147,12 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
         metrics = trained.training_metrics or model_metrics(trained, scored_on, cfg)
         trained = model_stage.with_training_metrics(trained, metrics)
         sink.save_model(m.name, lambda path: model_stage.save(trained, path))
+    # Built here, in the calling thread: the stage's place in the summary is after train's.
+    timer = StageTimer(report, "weights", beside=beside is not None)
     if beside is None:
-        _write_model_tables(spark, report, sink, trained)
+        _write_model_tables(spark, timer, sink, trained)
     else:  # the pipeline goes on to evaluate and recommend meanwhile
-        beside.append(_BESIDE.submit(_write_model_tables, spark, report, sink, trained,
-                                     beside=True))
+        beside.append(_BESIDE.submit(_write_model_tables, spark, timer, sink, trained))
     opts, data = trained.options, trained.data
     # spark_als's "final" mode runs max_iterations in one fit and records one row.
     iterations = (m.max_iterations if opts["solver"] == "spark_als" and m.training_info == "final"
@@ -180,11 +181,11 @@ def run_train(spark: SparkSession, cfg: Config, report: Optional[Report] = None,
     return report
 
 
-def _write_model_tables(spark: SparkSession, report: Report, sink, trained,
-                        beside: bool = False) -> None:
+def _write_model_tables(spark: SparkSession, timer: StageTimer, sink, trained) -> None:
     """``training_info`` (ML.TRAINING_INFO), ``weights`` (ML.WEIGHTS) and ``embeddings``
-    (ML.GENERATE_EMBEDDING) of a trained model: the "weights" stage."""
-    with StageTimer(report, "weights", beside=beside):
+    (ML.GENERATE_EMBEDDING) of a trained model: the stage ``timer`` times ("weights")."""
+    report = timer.report
+    with timer:
         report.tables[schemas.TRAINING_INFO] = _write(
             report, sink, schemas.TRAINING_INFO, spark.createDataFrame(
                 [tuple(row[f.name] for f in schemas.TRAINING_INFO_SCHEMA.fields)
